@@ -1,0 +1,274 @@
+"""The ``finetune`` command. It prints and sets exit codes; the library only returns and raises."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from pathlib import Path
+
+import click
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its C++ start-up chatter (oneDNN, absl) sent to /dev/null."""
+    if "tensorflow" in sys.modules or os.environ.get("FINETUNE_DEBUG"):
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+def _defaults():
+    from .config import TrainConfig
+
+    return TrainConfig()
+
+
+EXIT_USAGE = 2
+
+
+class FinetuneGroup(click.Group):
+    """Turns known errors into one actionable line and exit code 2 (traceback with --debug)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as err:  # noqa: BLE001 - every error reaches the user as one line
+            if ctx.params.get("debug") or os.environ.get("FINETUNE_DEBUG"):
+                raise
+            known = _known_errors()
+            if isinstance(err, known):
+                click.secho(f"error: {err}", fg="red", err=True)
+                sys.exit(EXIT_USAGE)
+            click.secho(f"error: {type(err).__name__}: {err}\n(run with --debug for the traceback)", fg="red", err=True)
+            sys.exit(1)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from .backbones import UnknownBackboneError
+    from .config import ConfigError
+    from .data import DataError
+    from .runs import RunError
+
+    return (DataError, ConfigError, UnknownBackboneError, RunError, FileNotFoundError)
+
+
+@click.group(cls=FinetuneGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="keras-finetune")
+def main(debug: bool) -> None:
+    """Fine-tune a pretrained image classifier on a folder of images.
+
+    \b
+    finetune train DATA_DIR            two-phase fine-tuning, writes runs/<name>/
+    finetune evaluate RUN_DIR          metrics on the test split (or another folder)
+    finetune predict RUN_DIR IMAGES... top-k classes per image
+    finetune backbones                 the available pretrained networks
+    """
+    _import_tensorflow_quietly()
+
+
+def _opt(name: str, type_, help_: str, **kw):
+    field = name.lstrip("-").replace("-", "_")
+    default = getattr(_defaults(), field, None)
+    shown = "backbone's" if default is None else default
+    return click.option(name, field, type=type_, default=None, help=f"{help_} [default: {shown}]", **kw)
+
+
+TRAIN_OPTIONS = [
+    _opt("--backbone", str, "Pretrained network (see `finetune backbones`)."),
+    _opt("--weights", str, "'imagenet', 'none' (random) or a path to a weights file."),
+    _opt("--image-size", int, "Square input size in pixels."),
+    _opt("--batch-size", int, "Images per batch."),
+    _opt("--val-split", float, "Validation fraction per class when DATA_DIR is not pre-split."),
+    _opt("--test-split", float, "Test fraction per class when DATA_DIR is not pre-split."),
+    _opt("--seed", int, "Seed of the split, initialisation and shuffling."),
+    _opt("--augment", click.Choice(["none", "light", "seed"]), "Augmentation preset ('seed' = seed 002's ImageDataGenerator)."),
+    _opt("--pooling", click.Choice(["avg", "max", "flatten"]), "How the feature map becomes a vector."),
+    _opt("--hidden", str, "Hidden Dense sizes of the head, comma separated, e.g. 256 or 512,128."),
+    _opt("--activation", str, "Activation of the hidden head layers."),
+    _opt("--dropout", float, "Dropout rate in the head."),
+    _opt("--l1", float, "L1 kernel regularization of the head."),
+    _opt("--l2", float, "L2 kernel regularization of the head."),
+    _opt("--max-norm", float, "Max-norm constraint on head kernels."),
+    _opt("--optimizer", str, "Optimizer: sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, nadam."),
+    _opt("--lr", float, "Learning rate of phase 1 (frozen base)."),
+    _opt("--head-epochs", int, "Epochs of phase 1 (0 skips it)."),
+    _opt("--tune-lr", float, "Learning rate of phase 2 [lr/100 when unset]."),
+    _opt("--tune-epochs", int, "Epochs of phase 2 with the top of the base unfrozen (0 skips it)."),
+    _opt("--unfreeze-from", str, "Unfreeze from this layer name or prefix (e.g. block6, block5_conv1)."),
+    _opt("--unfreeze-blocks", int, "Instead: unfreeze the last N blocks."),
+    _opt("--unfreeze-fraction", float, "Instead: unfreeze this top fraction of the base's layers."),
+    _opt("--patience", int, "Early-stopping patience on val loss, best weights restored (0 disables)."),
+    _opt("--class-weight", click.Choice(["balanced"]), "Weight classes inversely to their frequency."),
+    click.option("--cache-features/--no-cache-features", "cache_features", default=None,
+                 help="Run the frozen base once and train the head on cached features. [default: on]"),
+    _opt("--cache-variants", int, "Augmented copies per image in the feature cache."),
+    _opt("--output", str, "Folder that receives run folders."),
+    _opt("--name", str, "Run folder name [default: DATA-BACKBONE-TIMESTAMP]."),
+]
+
+
+def _apply(options):
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return decorate
+
+
+@main.command()
+@click.argument("data_dir", required=False, type=click.Path())
+@click.option("--config", "config_path", type=click.Path(), help="A config.yaml (e.g. from a run folder); options given here override it.")
+@_apply(TRAIN_OPTIONS)
+@click.option("--overwrite", is_flag=True, help="Replace a run folder of the same --name instead of making a new one.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def train(data_dir, config_path, overwrite, quiet, **options):
+    """Fine-tune on DATA_DIR (one subfolder per class, or train/ val/ [test/])."""
+    from .config import ConfigError, TrainConfig
+    from .runs import train as run_training
+
+    base = TrainConfig.load(config_path).to_dict() if config_path else TrainConfig().to_dict()
+    given = {k: v for k, v in options.items() if v is not None}
+    if "hidden" in given:
+        try:
+            given["hidden"] = [int(h) for h in str(given["hidden"]).split(",") if h.strip()]
+        except ValueError:
+            raise ConfigError(f"--hidden: expected comma-separated integers such as 256,128, got {options['hidden']!r}") from None
+    if data_dir:
+        given["data"] = data_dir
+    config = TrainConfig.from_dict({**base, **given})
+    if not config.data:
+        raise click.UsageError("give DATA_DIR or a --config with a `data:` entry")
+    click.echo(f"finetune: training {config.backbone} on {config.data}")
+    run_dir, result, metrics = run_training(config, overwrite=overwrite, verbose=0 if quiet else 1)
+    if result.folder.skipped:
+        click.secho(f"skipped {len(result.folder.skipped)} unreadable file(s); see {run_dir / 'report.md'}", fg="yellow")
+    if metrics:
+        click.echo(f"{metrics['split']} accuracy: {metrics['accuracy']:.2%} on {metrics['n']} images")
+    click.echo(f"run folder: {run_dir}\nreport: {run_dir / 'report.md'}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--data", "data_dir", type=click.Path(), help="Evaluate on this class-folder tree instead of the run's test split.")
+@click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs code stored in the model).")
+def evaluate(run_dir, data_dir, unsafe):
+    """Accuracy, per-class precision/recall/F1 and confusion matrix of a trained run."""
+    from .data import scan_folder
+    from .runs import evaluate_split
+
+    model, config, class_names = _load(run_dir, unsafe)
+    if data_dir:
+        folder = scan_folder(data_dir, val_split=0, test_split=0)
+        _check_classes(folder.class_names, class_names, data_dir)
+        items = [item for split in folder.splits.values() for item in split]
+    else:
+        folder = scan_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
+        items = folder.splits.get("test") or folder.splits.get("val")
+    metrics = evaluate_split(model, items, class_names, config.image_size, config.batch_size)
+    click.echo(f"accuracy: {metrics['accuracy']:.2%} on {metrics['n']} images "
+               f"(balanced {metrics['balanced_accuracy']:.2%}, macro F1 {metrics['macro_f1']:.3f})")
+    width = max(len(n) for n in class_names)
+    click.echo(f"{'class':<{width}}  precision  recall  f1     support")
+    for name, m in metrics["per_class"].items():
+        click.echo(f"{name:<{width}}  {m['precision']:.3f}      {m['recall']:.3f}   {m['f1']:.3f}  {m['support']}")
+    click.echo("confusion matrix (rows = true):")
+    for name, row in zip(class_names, metrics["confusion_matrix"]):
+        click.echo(f"  {name:<{width}} " + " ".join(f"{v:5d}" for v in row))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("-k", "--top-k", default=3, show_default=True, help="How many classes to show per image.")
+@click.option("--csv", "csv_path", type=click.Path(), help="Write predictions to this CSV file instead of printing.")
+@click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs code stored in the model).")
+def predict(run_dir, paths, top_k, csv_path, unsafe):
+    """Top-k classes and probabilities for images (files or folders) with a trained run."""
+    import numpy as np
+
+    from .data import IMAGE_EXTENSIONS, check_image, load_images
+    from .metrics import as_class_probs
+
+    model, config, class_names = _load(run_dir, unsafe)
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."))
+        elif p.exists():
+            files.append(str(p))
+        else:
+            raise FileNotFoundError(f"image {str(p)!r} does not exist")
+    good, rows = [], []
+    for f in files:
+        reason = check_image(f)
+        if reason:
+            click.secho(f"skipped {f}: {reason}", fg="yellow", err=True)
+        else:
+            good.append(f)
+    k = min(top_k, len(class_names))
+    for start in range(0, len(good), 64):
+        chunk = good[start:start + 64]
+        probs = as_class_probs(model.predict(load_images(chunk, config.image_size), verbose=0))
+        for f, p in zip(chunk, probs):
+            order = np.argsort(-p)[:k]
+            rows.append([f] + [v for i in order for v in (class_names[i], f"{p[i]:.4f}")])
+    if csv_path:
+        with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path"] + [h for i in range(1, k + 1) for h in (f"class_{i}", f"prob_{i}")])
+            writer.writerows(rows)
+        click.echo(f"wrote {len(rows)} predictions to {csv_path}")
+    else:
+        for row in rows:
+            pairs = ", ".join(f"{row[i]} {float(row[i + 1]):.1%}" for i in range(1, len(row), 2))
+            click.echo(f"{row[0]}: {pairs}")
+    if not good:
+        sys.exit(1)
+
+
+@main.command()
+def backbones():
+    """List the pretrained networks with their size, input size and offline availability."""
+    from .backbones import list_backbones
+
+    click.echo(f"{'name':<20} {'family':<17} {'params':>7}  {'input':>5}  {'unfreeze from':<26} weights offline")
+    for b in list_backbones():
+        offline = "yes" if _offline(b) else "no (downloads on first use)"
+        click.echo(f"{b.name:<20} {b.family:<17} {b.params_millions:>6.1f}M  {b.input_size:>5}  {b.default_unfreeze:<26} {offline}")
+
+
+def _offline(backbone) -> bool:
+    try:
+        return backbone.offline_weights() is not None
+    except Exception:  # noqa: BLE001 - listing must not fail on one broken package
+        return False
+
+
+def _load(run_dir, unsafe: bool):
+    from .runs import load_run
+
+    if unsafe:
+        click.secho("warning: --unsafe loads Lambda layers, which run code stored in the model file", fg="yellow", err=True)
+    return load_run(run_dir, safe_mode=not unsafe)
+
+
+def _check_classes(found, expected, data_dir):
+    from .data import DataError
+
+    if found != expected:
+        raise DataError(f"{data_dir!r} has classes {found}, but the model was trained on {expected}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

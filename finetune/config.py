@@ -1,0 +1,176 @@
+"""The full, resolved training configuration, with validation and YAML round-trips.
+
+``finetune train`` writes ``config.yaml`` into the run folder; passing it back
+with ``--config`` reproduces the run. Every key is checked: an unknown key, a
+wrong type or an out-of-range value raises :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .augment import PRESETS
+from .heads import HeadConfig
+
+
+class ConfigError(ValueError):
+    """A bad configuration key or value."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (see ``finetune train --help``)."""
+
+    data: str = ""
+    backbone: str = "efficientnet_lite0"
+    weights: str = "imagenet"
+    image_size: int | None = None
+    batch_size: int = 32
+    val_split: float = 0.1
+    test_split: float = 0.1
+    seed: int = 0
+    augment: str = "light"
+    pooling: str = "avg"
+    hidden: list[int] = field(default_factory=list)
+    activation: str = "relu"
+    dropout: float = 0.2
+    l1: float = 0.0
+    l2: float = 0.0
+    max_norm: float | None = None
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    head_epochs: int = 20
+    tune_lr: float | None = None
+    tune_epochs: int = 5
+    unfreeze_from: str | None = None
+    unfreeze_blocks: int | None = None
+    unfreeze_fraction: float | None = None
+    patience: int = 5
+    class_weight: str | None = None
+    cache_features: bool = True
+    cache_variants: int = 0
+    output: str = "runs"
+    name: str | None = None
+
+    @property
+    def resolved_tune_lr(self) -> float:
+        return self.tune_lr if self.tune_lr is not None else self.lr / 100
+
+    def head_config(self) -> HeadConfig:
+        return HeadConfig(self.pooling, list(self.hidden), self.activation, self.dropout, self.l1, self.l2, self.max_norm)
+
+    def validate(self) -> "TrainConfig":
+        """Check every value; return ``self`` for chaining."""
+        _check_range("batch_size", self.batch_size, 1, None)
+        _check_range("val_split", self.val_split, 0, 0.9)
+        _check_range("test_split", self.test_split, 0, 0.9)
+        _check_range("dropout", self.dropout, 0, 0.95)
+        _check_range("lr", self.lr, 1e-12, 10, inclusive_low=False)
+        if self.tune_lr is not None:
+            _check_range("tune_lr", self.tune_lr, 1e-12, 10, inclusive_low=False)
+        for key in ("head_epochs", "tune_epochs", "patience", "cache_variants", "seed"):
+            _check_range(key, getattr(self, key), 0, None)
+        for key in ("l1", "l2"):
+            _check_range(key, getattr(self, key), 0, None)
+        if self.image_size is not None:
+            _check_range("image_size", self.image_size, 8, 4096)
+        if self.max_norm is not None:
+            _check_range("max_norm", self.max_norm, 0, None, inclusive_low=False)
+        if self.unfreeze_fraction is not None:
+            _check_range("unfreeze_fraction", self.unfreeze_fraction, 0, 1, inclusive_low=False)
+        if self.unfreeze_blocks is not None:
+            _check_range("unfreeze_blocks", self.unfreeze_blocks, 1, None)
+        if any(h < 1 for h in self.hidden):
+            raise ConfigError(f"hidden: layer sizes must be >= 1, got {self.hidden}")
+        _check_choice("augment", self.augment, PRESETS)
+        _check_choice("pooling", self.pooling, ("avg", "max", "flatten"))
+        _check_choice("class_weight", self.class_weight, (None, "balanced"))
+        chosen = [k for k in ("unfreeze_from", "unfreeze_blocks", "unfreeze_fraction") if getattr(self, k) is not None]
+        if len(chosen) > 1:
+            raise ConfigError(f"give only one of {', '.join(chosen)}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build and validate from a mapping, coercing YAML types and naming bad keys."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"config must be a mapping of keys to values, got {type(values).__name__}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            if key not in known:
+                close = difflib.get_close_matches(str(key), list(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"unknown config key {key!r}{hint}")
+            kwargs[key] = _coerce(key, value, typing.get_type_hints(cls)[key])
+        return cls(**kwargs).validate()
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {err}") from None
+        return cls.from_dict(values)
+
+
+def _check_range(key: str, value: Any, low: float | None, high: float | None, inclusive_low: bool = True) -> None:
+    too_low = low is not None and (value < low if inclusive_low else value <= low)
+    if too_low or (high is not None and value > high):
+        bounds = f"{'>=' if inclusive_low else '>'} {low}" + (f" and <= {high}" if high is not None else "")
+        raise ConfigError(f"{key}: must be {bounds}, got {value!r}")
+
+
+def _check_choice(key: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}: must be one of {', '.join(str(c) for c in choices)}; got {value!r}")
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the field's type hint (allowing int -> float)."""
+    args = typing.get_args(hint)
+    optional = type(None) in args
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key}: must not be empty")
+    base = next((a for a in args if a is not type(None)), hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else hint
+    if typing.get_origin(base) is list:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{key}: must be a list of integers, got {value!r}")
+        return value
+    if base is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+        return value
+    if base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: must be a number, got {value!r}")
+        return float(value)
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+        return value
+    if base is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: must be a string, got {value!r}")
+        return value
+    return value

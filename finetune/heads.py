@@ -1,0 +1,78 @@
+"""Classifier heads: pooling, hidden Dense layers, dropout, regularizers, constraints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import keras
+
+
+@dataclass
+class HeadConfig:
+    """What goes on top of the backbone.
+
+    Attributes:
+        pooling: ``"avg"`` (global average pooling, seeds 000/001) or ``"flatten"`` (seed 002).
+        hidden: Sizes of hidden Dense layers, e.g. ``[256]``.
+        activation: Activation of the hidden layers.
+        dropout: Dropout rate before each Dense layer (0 disables it).
+        l1, l2: Kernel regularization factors of every head Dense layer.
+        max_norm: Max-norm constraint on every head kernel, or ``None``.
+    """
+
+    pooling: str = "avg"
+    hidden: list[int] = field(default_factory=list)
+    activation: str = "relu"
+    dropout: float = 0.2
+    l1: float = 0.0
+    l2: float = 0.0
+    max_norm: float | None = None
+
+
+def pooling_layer(pooling: str) -> keras.layers.Layer:
+    """The parameter-free layer turning a feature map into a vector."""
+    if pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name="pool")
+    if pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name="pool")
+    if pooling == "flatten":
+        return keras.layers.Flatten(name="pool")
+    raise ValueError(f"unknown pooling {pooling!r}; choose avg, max or flatten")
+
+
+def dense_factory(config: HeadConfig):
+    """Shared Dense defaults (the seed's ``functools.partial`` idiom, done once)."""
+    regularizer = None
+    if config.l1 or config.l2:
+        regularizer = keras.regularizers.L1L2(l1=config.l1, l2=config.l2)
+    constraint = keras.constraints.MaxNorm(config.max_norm) if config.max_norm else None
+
+    def dense(units: int, activation: str | None, name: str) -> keras.layers.Dense:
+        return keras.layers.Dense(
+            units, activation=activation, kernel_regularizer=regularizer, kernel_constraint=constraint, name=name
+        )
+
+    return dense
+
+
+def build_classifier(num_features: int, num_classes: int, config: HeadConfig) -> keras.Sequential:
+    """Dense layers from a pooled feature vector to class probabilities.
+
+    Two classes give one sigmoid unit; more give a softmax.
+
+    Example:
+        >>> head = build_classifier(1280, 3, HeadConfig(hidden=[256], dropout=0.5))
+        >>> head.output_shape
+        (None, 3)
+    """
+    dense = dense_factory(config)
+    layers: list[keras.layers.Layer] = [keras.Input((num_features,), name="features")]
+    for i, units in enumerate(config.hidden):
+        if config.dropout:
+            layers.append(keras.layers.Dropout(config.dropout, name=f"dropout_{i}"))
+        layers.append(dense(units, config.activation, name=f"dense_{i}"))
+    if config.dropout:
+        layers.append(keras.layers.Dropout(config.dropout, name="dropout_out"))
+    binary = num_classes == 2
+    layers.append(dense(1 if binary else num_classes, "sigmoid" if binary else "softmax", name="predictions"))
+    return keras.Sequential(layers, name="classifier")

@@ -1,0 +1,86 @@
+"""Plots and the run report. Reporting reads results; it never trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, unfreeze_epoch: int | None = None) -> None:
+    """Accuracy and loss, train vs val, over both phases; a line where unfreezing starts."""
+    epochs = [row["epoch"] for row in history]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    for ax, metric, title in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Loss")):
+        for key, label, style in ((metric, "train", "-o"), (f"val_{metric}", "val", "-s")):
+            values = [row.get(key, np.nan) for row in history]
+            if not np.all(np.isnan(values)):
+                ax.plot(epochs, values, style, label=label, markersize=3.5, linewidth=1.6)
+        if unfreeze_epoch is not None:
+            ax.axvline(unfreeze_epoch - 0.5, color="grey", linestyle="--", linewidth=1)
+            ax.annotate("unfreeze", xy=(unfreeze_epoch - 0.5, 1), xycoords=("data", "axes fraction"),
+                        xytext=(4, -14), textcoords="offset points", color="dimgrey", fontsize=9)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right" if metric == "accuracy" else "upper right")
+        if epochs:
+            ax.set_xlim(0.5, max(epochs) + 0.5)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path, title: str = "Confusion matrix (test)") -> None:
+    """Counts with row-normalised colour, true classes as rows."""
+    cm = np.asarray(matrix, dtype=float)
+    k = len(class_names)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = min(2.0 + 0.6 * k, 14)
+    fig, ax = plt.subplots(figsize=(size + 1, size), dpi=110)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), labels=class_names, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center")
+    ax.set_yticks(range(k), labels=class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if k <= 30:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
+                        color="white" if norm[i, j] > 0.5 else "black", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def markdown_report(
+    *, title: str, summary: dict[str, Any], metrics: dict[str, Any] | None, skipped: Sequence[tuple[str, str]],
+    images: Sequence[str] = ("curves.png", "confusion.png"),
+) -> str:
+    """The run report as Markdown: settings, test metrics, plots, skipped files."""
+    lines = [f"# {title}", ""]
+    lines += [f"- **{key}**: {value}" for key, value in summary.items()]
+    if metrics and metrics.get("n"):
+        lines += ["", "## Test metrics", "",
+                  f"Accuracy **{metrics['accuracy']:.2%}** on {metrics['n']} test images "
+                  f"(balanced accuracy {metrics['balanced_accuracy']:.2%}, macro F1 {metrics['macro_f1']:.3f}).", "",
+                  "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        for name, m in metrics["per_class"].items():
+            lines.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
+    lines += ["", "## Plots", ""] + [f"![{Path(img).stem}]({img})" for img in images]
+    lines += ["", f"## Skipped files ({len(skipped)})", ""]
+    if skipped:
+        lines += [f"- `{path}`: {reason}" for path, reason in skipped[:200]]
+        if len(skipped) > 200:
+            lines.append(f"- ... and {len(skipped) - 200} more (see skipped.csv)")
+    else:
+        lines.append("None: every image file was readable.")
+    return "\n".join(lines) + "\n"
+

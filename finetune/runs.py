@@ -1,0 +1,156 @@
+"""Run folders: everything ``finetune train`` writes, and how to read it back.
+
+``runs/<name>/`` holds ``model.keras``, ``config.yaml``, ``labels.txt``,
+``history.csv``, ``curves.png``, ``confusion.png``, ``metrics.json``,
+``skipped.csv`` and ``report.md``. Files are written to a temporary name and
+renamed, so a crash never leaves a half-written model; an existing run
+folder is never overwritten.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+
+from .config import TrainConfig
+from .data import make_dataset
+from .metrics import classification_metrics, probabilities
+from .report import markdown_report, plot_confusion, plot_curves
+from .training import FineTuneResult, fine_tune
+
+
+class RunError(ValueError):
+    """A run folder that is missing or incomplete."""
+
+
+def new_run_dir(output: str | Path, name: str | None, *, overwrite: bool = False) -> Path:
+    """Create ``output/name`` (a timestamped name by default); never reuse an existing one."""
+    output = Path(output)
+    base = name or datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = re.sub(r"[^\w.-]+", "-", base).strip("-") or "run"
+    path = output / base
+    if overwrite and path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    suffix = 2
+    while path.exists():
+        path = output / f"{base}-{suffix}"
+        suffix += 1
+    path.mkdir(parents=True)
+    return path
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` then rename the result onto ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def evaluate_split(model: keras.Model, items, class_names, image_size: int, batch_size: int = 32) -> dict[str, Any]:
+    """Classification metrics of ``model`` on ``[(path, label), ...]``."""
+    ds = make_dataset(items, image_size, batch_size=batch_size, binary=len(class_names) == 2, cache=None)
+    probs, labels = probabilities(model, ds)
+    return classification_metrics(labels, probs, class_names)
+
+
+def save_run(result: FineTuneResult, run_dir: str | Path, metrics: dict[str, Any] | None) -> Path:
+    """Write the whole run folder for ``result``."""
+    run_dir = Path(run_dir)
+    atomic_write(run_dir / "model.keras", result.model.save)
+    atomic_text(run_dir / "config.yaml", _yaml(result.config))
+    atomic_text(run_dir / "labels.txt", "\n".join(result.class_names) + "\n")
+    atomic_text(run_dir / "history.csv", _csv(result.history))
+    atomic_text(run_dir / "skipped.csv", _csv([{"path": s.path, "reason": s.reason} for s in result.folder.skipped], ["path", "reason"]))
+    plot_curves(result.history, run_dir / "curves.png", result.unfreeze_epoch)
+    images = ["curves.png"]
+    if metrics and metrics.get("n"):
+        plot_confusion(metrics["confusion_matrix"], result.class_names, run_dir / "confusion.png")
+        images.append("confusion.png")
+    payload = {"test": metrics, "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
+               "skipped": len(result.folder.skipped), "unfreeze_epoch": result.unfreeze_epoch,
+               "class_names": result.class_names}
+    atomic_text(run_dir / "metrics.json", json.dumps(payload, indent=2))
+    cfg = result.config
+    summary = {
+        "data": f"`{cfg.data}`: {result.folder.summary()}",
+        "backbone": f"{cfg.backbone} ({cfg.weights} weights) at {cfg.image_size}px",
+        "head": f"{cfg.pooling} pooling, hidden {cfg.hidden or 'none'}, dropout {cfg.dropout}",
+        "phase 1 (frozen base)": f"{sum(r['phase'] == 'head' for r in result.history)} epochs at lr {cfg.lr:g}"
+        + (" on cached features" if cfg.cache_features else ""),
+        "phase 2 (unfrozen)": (f"{sum(r['phase'] == 'tune' for r in result.history)} epochs at lr {cfg.resolved_tune_lr:g}, "
+                               f"{len(result.unfrozen_layers)} layers unfrozen") if result.unfreeze_epoch else "skipped",
+        "time": ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()),
+    }
+    report = markdown_report(title=f"finetune run `{run_dir.name}`", summary=summary, metrics=metrics,
+                             skipped=[(s.path, s.reason) for s in result.folder.skipped], images=images)
+    atomic_text(run_dir / "report.md", report)
+    return run_dir
+
+
+def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, callbacks=()) -> tuple[Path, FineTuneResult, dict]:
+    """Fine-tune per ``config``, evaluate on the test split and write the run folder."""
+    config.validate()
+    result = fine_tune(config.data, config, verbose=verbose, callbacks=callbacks)
+    run_dir = new_run_dir(config.output, config.name or _default_name(config), overwrite=overwrite)
+    test_items = result.folder.splits.get("test") or result.folder.splits.get("val") or []
+    metrics = evaluate_split(result.model, test_items, result.class_names, result.parts.image_size, config.batch_size) if test_items else None
+    if metrics is not None:
+        metrics["split"] = "test" if result.folder.splits.get("test") else "val"
+    save_run(result, run_dir, metrics)
+    return run_dir, result, metrics
+
+
+def _default_name(config: TrainConfig) -> str:
+    return f"{Path(config.data).name or 'data'}-{config.backbone}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def load_run(run_dir: str | Path, *, safe_mode: bool = True) -> tuple[keras.Model, TrainConfig, list[str]]:
+    """``(model, config, class_names)`` from a run folder written by :func:`train`."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run folder {str(run_dir)!r} does not exist; pass a folder written by `finetune train`")
+    missing = [f for f in ("model.keras", "config.yaml", "labels.txt") if not (run_dir / f).exists()]
+    if missing:
+        raise RunError(f"run folder {str(run_dir)!r} lacks {', '.join(missing)}; was the training interrupted?")
+    model = keras.models.load_model(run_dir / "model.keras", safe_mode=safe_mode)
+    config = TrainConfig.load(run_dir / "config.yaml")
+    class_names = (run_dir / "labels.txt").read_text(encoding="utf-8").splitlines()
+    return model, config, class_names
+
+
+def _yaml(config: TrainConfig) -> str:
+    import yaml
+
+    return "# finetune run config: `finetune train --config this-file` reproduces the run\n" + yaml.safe_dump(
+        config.to_dict(), sort_keys=False
+    )
+
+
+def _csv(rows, fieldnames=None) -> str:
+    buf = io.StringIO()
+    fieldnames = fieldnames or list(dict.fromkeys(k for row in rows for k in row))
+    writer = csv.DictWriter(buf, fieldnames=fieldnames)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()

@@ -1,0 +1,111 @@
+"""Freeze and unfreeze policies for a pretrained base.
+
+The policy is an object (as PyTorch Lightning's ``BackboneFinetuning``): say
+where fine-tuning starts, once, and apply it to any base. BatchNormalization
+layers always stay frozen: the base runs with ``training=False``, so their
+moving statistics are never updated, and their scale/offset stay fixed too
+(keras-team/keras #9214, #20285). A model must be recompiled after any change
+to ``trainable`` (#6405); :func:`finetune.training.fine_tune` does that.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import keras
+
+
+def freeze(model: keras.Model | keras.layers.Layer) -> None:
+    """Make every weight of ``model`` non-trainable."""
+    model.trainable = False
+
+
+def _is_batchnorm(layer: keras.layers.Layer) -> bool:
+    return isinstance(layer, keras.layers.BatchNormalization)
+
+
+def blocks_of(base: keras.Model, block_pattern: str) -> list[str]:
+    """Block ids in layer order, from the first regex group of ``block_pattern``."""
+    blocks: list[str] = []
+    for layer in base.layers:
+        match = re.match(block_pattern, layer.name)
+        if match and match.group(1) not in blocks:
+            blocks.append(match.group(1))
+    return blocks
+
+
+@dataclass
+class UnfreezePolicy:
+    """Where fine-tuning starts. Give exactly one of the three.
+
+    Attributes:
+        from_layer: A layer name, or a prefix such as ``"block6"`` (the first
+            layer whose name starts with it).
+        last_blocks: Unfreeze the last N blocks (needs a ``block_pattern``).
+        fraction: Unfreeze the top fraction of the base's layers (0 < f <= 1).
+        block_pattern: Regex extracting a block id from a layer name.
+
+    Example:
+        >>> policy = UnfreezePolicy(from_layer="block5_conv1")   # seed 002
+        >>> unfrozen = policy.apply(vgg16_base)                   # doctest: +SKIP
+    """
+
+    from_layer: str | None = None
+    last_blocks: int | None = None
+    fraction: float | None = None
+    block_pattern: str | None = None
+
+    def __post_init__(self) -> None:
+        given = [v is not None for v in (self.from_layer, self.last_blocks, self.fraction)]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of from_layer, last_blocks or fraction")
+        if self.fraction is not None and not 0 < self.fraction <= 1:
+            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+        if self.last_blocks is not None and self.last_blocks < 1:
+            raise ValueError(f"last_blocks must be >= 1, got {self.last_blocks}")
+
+    def start_index(self, base: keras.Model) -> int:
+        """Index in ``base.layers`` of the first layer to unfreeze."""
+        names = [layer.name for layer in base.layers]
+        if self.from_layer is not None:
+            if self.from_layer in names:
+                return names.index(self.from_layer)
+            for i, name in enumerate(names):
+                if name.startswith(self.from_layer):
+                    return i
+            raise ValueError(
+                f"no layer named or starting with {self.from_layer!r} in {base.name}; "
+                f"blocks are: {', '.join(blocks_of(base, self.block_pattern)) if self.block_pattern else 'see model.summary()'}"
+            )
+        if self.fraction is not None:
+            return min(len(names) - 1, int(round(len(names) * (1 - self.fraction))))
+        if not self.block_pattern:
+            raise ValueError("last_blocks needs the backbone's block_pattern")
+        blocks = blocks_of(base, self.block_pattern)
+        if self.last_blocks > len(blocks):
+            raise ValueError(f"last_blocks={self.last_blocks} but {base.name} has {len(blocks)} blocks")
+        first_block = blocks[-self.last_blocks]
+        return next(i for i, name in enumerate(names) if re.match(self.block_pattern, name)
+                    and re.match(self.block_pattern, name).group(1) == first_block)
+
+    def apply(self, base: keras.Model) -> list[str]:
+        """Unfreeze ``base`` from the policy's start; return the unfrozen layer names.
+
+        Layers before the start, and every BatchNormalization layer, stay frozen.
+        """
+        start = self.start_index(base)
+        base.trainable = True
+        unfrozen = []
+        for i, layer in enumerate(base.layers):
+            layer.trainable = i >= start and not _is_batchnorm(layer)
+            if layer.trainable and layer.weights:
+                unfrozen.append(layer.name)
+        return unfrozen
+
+    def describe(self) -> str:
+        if self.from_layer is not None:
+            return f"from layer {self.from_layer}"
+        if self.last_blocks is not None:
+            return f"last {self.last_blocks} block(s)"
+        return f"top {self.fraction:.0%} of layers"
