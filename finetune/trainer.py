@@ -40,6 +40,14 @@ def _as_dataset(data: Any, batch_size: int) -> tf.data.Dataset:
                     f"or a tuple of numpy arrays, got {type(data).__name__}.")
 
 
+def _pythonify(logs: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in logs.items():
+        value = np.asarray(value)
+        out[key] = value.item() if value.ndim == 0 else value
+    return out
+
+
 def _num_batches(dataset: tf.data.Dataset) -> int | None:
     n = int(dataset.cardinality())
     return n if n >= 0 else None
@@ -263,7 +271,7 @@ class Trainer:
                     break
             if self.accumulate > 1 and pending:
                 self._function("apply")(tf.constant(pending))
-            epoch_logs = dict(model.get_metrics_result())
+            epoch_logs = _pythonify(model.get_metrics_result())
             if val_dataset is not None:
                 val_logs = self.evaluate(val_dataset, callbacks=callbacks, verbose=0)
                 epoch_logs.update({f"val_{k}": v for k, v in val_logs.items()})
@@ -312,6 +320,6 @@ class Trainer:
             except (StopIteration, tf.errors.OutOfRangeError):
                 break
             callbacks.on_test_batch_end(step, logs)
-        logs = dict(model.get_metrics_result())
+        logs = _pythonify(model.get_metrics_result())
         callbacks.on_test_end(logs)
         return logs
