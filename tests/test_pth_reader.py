@@ -181,3 +181,12 @@ def test_torch_load_from_bytes_is_not_allowed(tmp_path: Path) -> None:
     path.write_bytes(pickle.PROTO + b"\x02" + pickle.GLOBAL + b"torch.storage\n_load_from_bytes\n" + pickle.STOP)
     with pytest.raises(UnsafePickleError, match="torch.storage._load_from_bytes"):
         load_state_dict(path)
+
+
+def test_truncated_legacy_file_is_an_error(tmp_path: Path) -> None:
+    state, _ = _example_state()
+    path = tmp_path / "weights.pth"
+    write_legacy(path, state)
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(ValueError, match="truncated"):
+        load_state_dict(path)

@@ -132,6 +132,11 @@ def _decode(raw: bytes, storage_type: _StorageType) -> np.ndarray:
     return np.frombuffer(raw, STORAGE_DTYPES[storage_type.name])
 
 
+def _remaining_bytes(file: BinaryIO) -> int:
+    """Bytes left after the current position (so a forged size cannot make us allocate more)."""
+    return os.fstat(file.fileno()).st_size - file.tell()
+
+
 def _read_legacy(file: BinaryIO) -> tuple[Any, dict[str, _StorageRef]]:
     if _safe_load(file) != LEGACY_MAGIC_NUMBER:
         raise ValueError("not a torch file: bad magic number")
@@ -147,9 +152,9 @@ def _read_legacy(file: BinaryIO) -> tuple[Any, dict[str, _StorageRef]]:
         storage = storages[str(key)]
         numel = int.from_bytes(file.read(8), "little")
         itemsize = 2 if storage.storage_type.name == _BFLOAT16 else STORAGE_DTYPES[storage.storage_type.name].itemsize
-        raw = file.read(numel * itemsize)
-        if len(raw) != numel * itemsize:
+        if numel * itemsize > _remaining_bytes(file):
             raise ValueError(f"truncated torch file: storage {key} is short")
+        raw = file.read(numel * itemsize)
         storage.data = _decode(raw, storage.storage_type)
     return state, storages
 
