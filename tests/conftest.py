@@ -47,4 +47,4 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 import tiny_backbone  # noqa: E402,F401  (registers "tiny_cnn")
 
-TINY_RUN = dict(backbone="tiny_cnn", weights="none", image_size=32, batch_size=8, augment="none", lr=1e-2)
+TINY_RUN = dict(backbone="tiny_cnn", weights="none", image_size=32, batch_size=8, augment="none", lr=0.1)

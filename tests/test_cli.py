@@ -1,0 +1,67 @@
+import csv
+
+import pytest
+from click.testing import CliRunner
+
+from finetune.cli import main
+
+TINY_FLAGS = ["--backbone", "tiny_cnn", "--weights", "none", "--image-size", "32", "--batch-size", "8",
+              "--augment", "none", "--lr", "0.1", "-q"]
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def test_train_evaluate_predict_end_to_end(image_folder, tmp_path):
+    code, out = run("train", image_folder, *TINY_FLAGS, "--head-epochs", 3, "--tune-epochs", 1,
+                    "--hidden", "16", "--output", tmp_path / "runs", "--name", "e2e")
+    assert code == 0, out
+    assert "test accuracy:" in out and "report:" in out
+    run_dir = tmp_path / "runs" / "e2e"
+    assert (run_dir / "model.keras").exists()
+
+    code, out = run("evaluate", run_dir)
+    assert code == 0, out
+    assert "accuracy:" in out and "confusion matrix" in out and "class_a" in out
+
+    image = next((image_folder / "class_b").iterdir())
+    code, out = run("predict", run_dir, image, "-k", 2)
+    assert code == 0, out
+    assert str(image) in out and out.count("%") == 2
+
+    code, out = run("predict", run_dir, image_folder / "class_a", "--csv", tmp_path / "p.csv")
+    assert code == 0, out
+    rows = list(csv.reader(open(tmp_path / "p.csv")))
+    assert rows[0][:3] == ["path", "class_1", "prob_1"] and len(rows) == 13
+
+    code, out = run("train", "--config", run_dir / "config.yaml", "--head-epochs", 1, "--tune-epochs", 0, "-q")
+    assert code == 0, out
+    assert (tmp_path / "runs" / "e2e-2" / "model.keras").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "missing_dir"], "data folder 'missing_dir' does not exist"),
+    (["train", "{data}", "--backbone", "resnet5"], "Did you mean 'resnet50'"),
+    (["train", "{data}", "--backbone", "tiny_cnn", "--image-size", "8"], "too small for tiny_cnn"),
+    (["train", "{data}", "--dropout", "1.5"], "dropout: must be"),
+    (["train", "{data}", "--hidden", "a,b"], "--hidden"),
+    (["train", "--config", "{cfg}"], "unknown config key 'lerning_rate'"),
+    (["train", "{single}"], "single class"),
+    (["evaluate", "no_such_run"], "does not exist"),
+])
+def test_errors_are_one_actionable_line(image_folder, tmp_path, args, message):
+    (tmp_path / "bad.yaml").write_text("lerning_rate: 0.1\n")
+    (tmp_path / "single" / "only").mkdir(parents=True)
+    args = [a.format(data=image_folder, cfg=tmp_path / "bad.yaml", single=tmp_path / "single") for a in args]
+    code, out = run(*args)
+    assert code == 2, out
+    assert message in out and "Traceback" not in out
+
+
+def test_help_and_backbones_listing():
+    code, out = run("train", "--help")
+    assert code == 0 and "--unfreeze-from" in out and "[default: efficientnet_lite0]" in out
+    code, out = run("backbones")
+    assert code == 0 and "vgg16" in out and "block5_conv1" in out

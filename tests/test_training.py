@@ -1,0 +1,79 @@
+import keras
+import numpy as np
+import pytest
+
+from conftest import TINY_RUN
+from finetune import ConfigError, build_model, fine_tune, load_run, train, TrainConfig
+from finetune.data import load_images
+
+
+def _base_weights(parts):
+    return {w.path: np.array(w.numpy()) for w in parts.base.weights}
+
+
+def _fine_tune_with(parts, folder, **kwargs):
+    """Run fine_tune on a model we built (and kept a copy of) ourselves."""
+    import finetune.training as training
+
+    original = training.build_model
+    training.build_model = lambda *a, **k: parts
+    try:
+        return fine_tune(str(folder), **{**TINY_RUN, **kwargs}, verbose=0)
+    finally:
+        training.build_model = original
+
+
+@pytest.mark.parametrize("cache_features", [True, False])
+def test_phase1_keeps_the_base_bit_identical_and_learns(image_folder, cache_features):
+    keras.utils.set_random_seed(3)
+    parts = build_model("tiny_cnn", 3, weights=None, image_size=32, augment="none")
+    before = _base_weights(parts)
+    result = _fine_tune_with(parts, image_folder, head_epochs=12, tune_epochs=0, patience=0, cache_features=cache_features)
+    after = _base_weights(result.parts)
+    assert before.keys() == after.keys()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    assert len(result.history) == 12 and {r["phase"] for r in result.history} == {"head"}
+    assert result.history[-1]["loss"] < 0.7 * result.history[0]["loss"]
+
+
+def test_phase2_honours_unfreeze_point_and_keeps_batchnorm_statistics(image_folder):
+    keras.utils.set_random_seed(1)
+    parts = build_model("tiny_cnn", 3, weights=None, image_size=32, augment="none")
+    before = {l.name: [np.array(w) for w in l.get_weights()] for l in parts.base.layers}
+    result = _fine_tune_with(parts, image_folder, head_epochs=2, tune_epochs=2, tune_lr=0.05, patience=0,
+                             unfreeze_from="block2")
+    after = {l.name: l.get_weights() for l in result.parts.base.layers}
+    same = lambda name: all(np.array_equal(a, b) for a, b in zip(before[name], after[name]))
+    assert same("block1_conv") and same("block1_bn") and same("block2_bn")  # BN: gamma, beta, moving stats
+    assert not same("block2_conv") and not same("block3_conv")
+    assert result.unfrozen_layers == ["block2_conv", "block3_conv"]
+    assert result.unfreeze_epoch == 3 and [r["phase"] for r in result.history] == ["head"] * 2 + ["tune"] * 2
+    assert result.history[-1]["lr"] == pytest.approx(0.05)
+
+
+def test_run_folder_and_plain_keras_reload(image_folder, tmp_path):
+    config = TrainConfig(data=str(image_folder), **TINY_RUN, head_epochs=4, tune_epochs=1, output=str(tmp_path / "runs"), name="r")
+    run_dir, result, metrics = train(config, verbose=0)
+    expected = {"model.keras", "config.yaml", "labels.txt", "history.csv", "curves.png", "confusion.png",
+                "metrics.json", "report.md", "skipped.csv"}
+    assert expected <= {p.name for p in run_dir.iterdir()}
+    assert metrics["n"] == 3 and len(metrics["confusion_matrix"]) == 3
+    reloaded = keras.models.load_model(run_dir / "model.keras")  # plain Keras, safe mode
+    x = load_images([p for p, _ in result.folder.splits["test"]], 32)
+    assert np.allclose(reloaded.predict(x, verbose=0), result.model.predict(x, verbose=0), atol=1e-6)
+    model, cfg, names = load_run(run_dir)
+    assert names == ["class_a", "class_b", "class_c"] and cfg.image_size == 32
+    assert TrainConfig.load(run_dir / "config.yaml") == result.config
+    run2, *_ = train(config, verbose=0)
+    assert run2 != run_dir and run2.name == "r-2"  # never overwrites a finished run
+
+
+def test_binary_uses_one_sigmoid_unit_and_class_weights(binary_folder):
+    result = fine_tune(str(binary_folder), **TINY_RUN, head_epochs=2, tune_epochs=0, class_weight="balanced", verbose=0)
+    assert result.model.output_shape == (None, 1)
+    assert result.model.layers[-1].layers[-1].activation.__name__ == "sigmoid"
+
+
+def test_image_size_too_small_is_refused(image_folder):
+    with pytest.raises(ConfigError, match="too small for tiny_cnn"):
+        fine_tune(str(image_folder), **{**TINY_RUN, "image_size": 8}, verbose=0)
