@@ -10,6 +10,10 @@ import os as _os
 
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+from ._quiet import import_tensorflow_quietly as _import_tensorflow_quietly  # noqa: E402
+
+_import_tensorflow_quietly()
+
 __version__ = "0.1.0"
 
 from .augment import augmentation  # noqa: E402

@@ -9,29 +9,15 @@ from pathlib import Path
 
 import click
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from ._quiet import import_tensorflow_quietly
 
+EXIT_USAGE = 2
 
-def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its C++ start-up chatter (oneDNN, absl) sent to /dev/null."""
-    if "tensorflow" in sys.modules or os.environ.get("FINETUNE_DEBUG"):
-        return
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 def _defaults():
     from .config import TrainConfig
 
     return TrainConfig()
-
-
-EXIT_USAGE = 2
 
 
 class FinetuneGroup(click.Group):
@@ -74,7 +60,7 @@ def main(debug: bool) -> None:
     finetune predict RUN_DIR IMAGES... top-k classes per image
     finetune backbones                 the available pretrained networks
     """
-    _import_tensorflow_quietly()
+    import_tensorflow_quietly()
 
 
 def _opt(name: str, type_, help_: str, **kw):
@@ -188,19 +174,27 @@ def evaluate(run_dir, data_dir, unsafe):
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path())
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("args", nargs=-1, required=True, type=click.Path())
 @click.option("-k", "--top-k", default=3, show_default=True, help="How many classes to show per image.")
 @click.option("--csv", "csv_path", type=click.Path(), help="Write predictions to this CSV file instead of printing.")
+@click.option("--imagenet", is_flag=True, help="No RUN_DIR: name ImageNet classes with the offline EfficientNet-Lite0 and its original head.")
 @click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs code stored in the model).")
-def predict(run_dir, paths, top_k, csv_path, unsafe):
-    """Top-k classes and probabilities for images (files or folders) with a trained run."""
+def predict(args, top_k, csv_path, imagenet, unsafe):
+    """Top-k classes for images: `predict RUN_DIR IMAGE_OR_FOLDER...` or `predict --imagenet IMAGE...`."""
     import numpy as np
 
     from .data import IMAGE_EXTENSIONS, check_image, load_images
     from .metrics import as_class_probs
 
-    model, config, class_names = _load(run_dir, unsafe)
+    if imagenet:
+        model, image_size, class_names = _imagenet_model()
+        paths = args
+    else:
+        if len(args) < 2:
+            raise click.UsageError("give RUN_DIR and at least one image or folder (or --imagenet IMAGE...)")
+        run_dir, paths = args[0], args[1:]
+        model, config, class_names = _load(run_dir, unsafe)
+        image_size = config.image_size
     files = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -219,7 +213,7 @@ def predict(run_dir, paths, top_k, csv_path, unsafe):
     k = min(top_k, len(class_names))
     for start in range(0, len(good), 64):
         chunk = good[start:start + 64]
-        probs = as_class_probs(model.predict(load_images(chunk, config.image_size), verbose=0))
+        probs = as_class_probs(model.predict(load_images(chunk, image_size), verbose=0))
         for f, p in zip(chunk, probs):
             order = np.argsort(-p)[:k]
             rows.append([f] + [v for i in order for v in (class_names[i], f"{p[i]:.4f}")])
@@ -253,6 +247,20 @@ def _offline(backbone) -> bool:
         return backbone.offline_weights() is not None
     except Exception:  # noqa: BLE001 - listing must not fail on one broken package
         return False
+
+
+def _imagenet_model():
+    """EfficientNet-Lite0 with its ImageNet head: raw RGB in, softmax over 1000 classes out."""
+    import keras
+
+    from .backbones import get_backbone, preprocessing_layer
+    from .backbones.imagenet import imagenet_class_names
+
+    spec = get_backbone("efficientnet_lite0")
+    classifier = spec.imagenet_top("imagenet")
+    inputs = keras.Input((spec.input_size, spec.input_size, 3))
+    probs = keras.layers.Softmax()(classifier(preprocessing_layer(spec.preprocessing)(inputs)))
+    return keras.Model(inputs, probs), spec.input_size, imagenet_class_names()
 
 
 def _load(run_dir, unsafe: bool):

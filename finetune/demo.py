@@ -70,9 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune-epochs", type=int, default=None)
     args = parser.parse_args(argv)
 
-    from .cli import _import_tensorflow_quietly
-
-    _import_tensorflow_quietly()
     from .config import TrainConfig
     from .runs import train
 

@@ -9,7 +9,7 @@ from importlib import resources
 @lru_cache(maxsize=1)
 def imagenet_synsets_and_lemmas() -> list[tuple[str, str]]:
     """``(wordnet_synset, "lemma, lemma, ...")`` for each of the 1000 classes, in index order."""
-    text = resources.files("finetune").joinpath("data/imagenet_classes.txt").read_text(encoding="utf-8")
+    text = resources.files("finetune").joinpath("resources/imagenet_classes.txt").read_text(encoding="utf-8")
     rows = [line.split("\t", 1) for line in text.splitlines() if line.strip() and not line.startswith("#")]
     if len(rows) != 1000:
         raise RuntimeError(f"imagenet_classes.txt holds {len(rows)} classes, expected 1000")
