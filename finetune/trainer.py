@@ -19,8 +19,7 @@ exactly as ``fit`` adds them and losses are scaled per replica like ``fit``
 
 from __future__ import annotations
 
-import itertools
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -167,8 +166,12 @@ class Trainer:
     def _on_iterator(self, step: Callable[[Batch], dict]) -> Callable:
         strategy = self.strategy
 
-        def run(iterator):
-            batch = next(iterator)
+        def run(data):
+            # An iterator when the number of batches is known: no per-step Python
+            # iteration. Else a batch, drawn in Python, since a graph-side
+            # `next` past the end still runs the ops that don't need the data.
+            is_iterator = isinstance(data, (tf.data.Iterator, tf.distribute.DistributedIterator))
+            batch = next(data) if is_iterator else data
             if not self._distributed:
                 return step(batch)
             logs = strategy.run(step, args=(batch,))
@@ -197,14 +200,15 @@ class Trainer:
             self._accumulators = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False)
                                   for v in model.trainable_variables]
 
-    def _iterate(self, dataset: tf.data.Dataset) -> Iterable:
+    def _feed(self, dataset: tf.data.Dataset) -> Iterator[tuple[int, Any]]:
+        """(step, what to pass to a step function) for one pass over ``dataset``."""
+        num_batches = _num_batches(dataset)
         if self._distributed:
             dataset = self.strategy.experimental_distribute_dataset(dataset)
-        return iter(dataset)
-
-    @staticmethod
-    def _steps(num_batches: int | None) -> Iterable[int]:
-        return range(num_batches) if num_batches is not None else itertools.count()
+        if num_batches is None:
+            return enumerate(dataset)
+        iterator = iter(dataset)
+        return ((step, iterator) for step in range(num_batches))
 
     # ---- public loops ---------------------------------------------------------
 
@@ -254,14 +258,10 @@ class Trainer:
         for epoch in range(initial_epoch, epochs):
             model.reset_metrics()
             callbacks.on_epoch_begin(epoch)
-            iterator = self._iterate(dataset)
             pending = 0
-            for step in self._steps(num_batches):
+            for step, data in self._feed(dataset):
                 callbacks.on_train_batch_begin(step)
-                try:
-                    logs = step_fn(iterator)
-                except (StopIteration, tf.errors.OutOfRangeError):
-                    break
+                logs = step_fn(data)
                 pending += 1
                 if self.accumulate > 1 and pending == self.accumulate:
                     self._function("apply")(tf.constant(pending))
@@ -312,13 +312,9 @@ class Trainer:
         test_fn = self._function("test")
         model.reset_metrics()
         callbacks.on_test_begin()
-        iterator = self._iterate(dataset)
-        for step in self._steps(num_batches):
+        for step, data in self._feed(dataset):
             callbacks.on_test_batch_begin(step)
-            try:
-                logs = test_fn(iterator)
-            except (StopIteration, tf.errors.OutOfRangeError):
-                break
+            logs = test_fn(data)
             callbacks.on_test_batch_end(step, logs)
         logs = _pythonify(model.get_metrics_result())
         callbacks.on_test_end(logs)

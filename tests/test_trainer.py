@@ -216,3 +216,27 @@ def test_mirrored_strategy_on_two_logical_cpus():
                             timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "replicas 2" in result.stdout
+
+
+def test_optimizer_override_on_compiled_model_and_discriminative_rates():
+    from finetune.optim import discriminative_optimizer, layer_groups
+
+    x, y = data(32)
+    reference, model = tiny_model(), tiny_model()
+    reference.compile(discriminative_optimizer("adam", 1e-2, layer_groups(reference, 2)), LOSS)
+    reference.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    model.compile("sgd", LOSS)
+    trainer = Trainer(model, discriminative_optimizer("adam", 1e-2, layer_groups(model, 2)))
+    assert model.optimizer is trainer.optimizer
+    trainer.fit(batches(x, y, 8), epochs=1, verbose=0)
+    assert_same_weights(reference, model)
+
+
+def test_dataset_of_unknown_length():
+    x, y = data(40)
+    model = tiny_model()
+    ds = batches(x, y, 8).filter(lambda a, b: True)
+    assert int(ds.cardinality()) < 0
+    history = Trainer(model, "sgd", LOSS).fit(ds, epochs=2, verbose=0, validation_data=ds)
+    assert int(model.optimizer.iterations) == 10
+    assert sorted(history.history) == ["loss", "val_loss"]
