@@ -109,6 +109,7 @@ class Trainer:
             raise NotImplementedError("Gradient accumulation under a tf.distribute.Strategy.")
         self._accumulators: list[tf.Variable] | None = None
         self._functions: dict[str, Callable] = {}
+        self._traced_for: tuple[int, ...] = ()
 
     @property
     def optimizer(self) -> keras.optimizers.Optimizer:
@@ -163,7 +164,7 @@ class Trainer:
 
     # ---- compiled functions ----------------------------------------------
 
-    def _on_iterator(self, step: Callable[[Batch], dict]) -> Callable:
+    def _compile_step(self, step: Callable[[Batch], dict]) -> Callable:
         strategy = self.strategy
 
         def run(data):
@@ -185,7 +186,7 @@ class Trainer:
             if name == "apply":
                 fn = tf.function(self._apply_accumulated, jit_compile=self.model.jit_compile)
             else:
-                fn = self._on_iterator({"train": self._train_step, "accumulate": self._accumulate_step,
+                fn = self._compile_step({"train": self._train_step, "accumulate": self._accumulate_step,
                                         "test": self._test_step}[name])
             self._functions[name] = fn
         return self._functions[name]
@@ -193,6 +194,11 @@ class Trainer:
     def _build(self, dataset: tf.data.Dataset) -> None:
         model = self.model
         model._symbolic_build(data_batch=dataset.element_spec)  # model, loss and metric variables
+        trainable = tuple(id(v) for v in model.trainable_variables)
+        if trainable != self._traced_for:  # (un)frozen layers: retrace, new accumulators
+            self._functions.clear()
+            self._accumulators = None
+            self._traced_for = trainable
         if not self.optimizer.built:
             with self.strategy.scope():
                 self.optimizer.build(model.trainable_variables)

@@ -240,3 +240,17 @@ def test_dataset_of_unknown_length():
     history = Trainer(model, "sgd", LOSS).fit(ds, epochs=2, verbose=0, validation_data=ds)
     assert int(model.optimizer.iterations) == 10
     assert sorted(history.history) == ["loss", "val_loss"]
+
+
+def test_unfreezing_between_fits_retraces():
+    x, y = data(32)
+    model = tiny_model()
+    model.layers[0].trainable = False
+    frozen = model.layers[0].get_weights()[0].copy()
+    trainer = Trainer(model, keras.optimizers.SGD(0.1), LOSS, accumulate=2)
+    trainer.fit(batches(x, y, 8), epochs=1, verbose=0)
+    np.testing.assert_array_equal(model.layers[0].get_weights()[0], frozen)
+    model.layers[0].trainable = True
+    trainer.model.optimizer = keras.optimizers.SGD(0.01)  # a fresh optimizer, as after recompiling
+    trainer.fit(batches(x, y, 8), epochs=1, verbose=0)
+    assert not np.array_equal(model.layers[0].get_weights()[0], frozen)
