@@ -8,12 +8,26 @@ Two layouts are accepted, as with ``flow_from_directory``::
 Every file is decoded once by :func:`scan_folder` before training; unreadable
 files are skipped and listed with their reason, so one bad file never crashes
 an epoch. Data code builds no networks.
+
+What happens to unusual input:
+
+* used (converted to RGB): grayscale, palette (transparency on white), RGBA,
+  CMYK, 16-bit, animated GIF (first frame), EXIF-rotated JPEG (rotated
+  upright), tiny images, symlinks to images, images in nested subfolders of a
+  class folder, unicode and spaces in names;
+* skipped with a reason (``ImageFolder.skipped``): empty, truncated or corrupt
+  files (including a PNG chunk with a bad CRC), text named ``.jpg``, images
+  over :data:`MAX_IMAGE_PIXELS` (decompression bombs, refused before decoding),
+  other extensions, broken or looping links, symlinked folders (not followed);
+* ignored: hidden files and folders (``.DS_Store``);
+* :class:`DataError` before training: a missing or empty class folder, a single
+  class, a class too small to split, a pre-split folder whose ``val/`` or
+  ``test/`` lacks a training class or has an extra one.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +37,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+DECODERS = ("JPEG", "PNG", "BMP", "DIB", "GIF", "WEBP", "TIFF")  # formats PIL may open; others are refused
 SPLIT_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
 MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused as likely decompression bombs
+CACHE_BUDGET_BYTES = 2 * 1024**3  # cache="auto" keeps decoded images in memory only below this
 
 
 class DataError(ValueError):
@@ -86,30 +102,36 @@ def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
     Grayscale, palette, CMYK, 16-bit and RGBA images are converted to RGB
     (transparency is composited on white); animated GIFs give their first frame.
     ``size`` resizes (bilinear) to a square or ``(height, width)``.
+    Images over :data:`MAX_IMAGE_PIXELS` raise :class:`DataError` before any
+    pixel is decoded. Corrupt files raise whatever PIL raises (see :func:`check_image`).
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise DataError(
-                    f"{img.width}x{img.height} pixels exceeds the {MAX_IMAGE_PIXELS:,}-pixel limit "
-                    "(possible decompression bomb); downscale the file"
-                )
-            img.seek(0)
-            img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
-            if size is not None:
-                h, w = (size, size) if isinstance(size, int) else size
-                if img.size != (w, h):
-                    img = img.resize((w, h), Image.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+    try:
+        opened = Image.open(path, formats=DECODERS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DataError(f"{_bomb_message()} ({err})") from None
+    with opened as img:
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise DataError(f"{img.width}x{img.height} pixels: {_bomb_message()}")
+        img.seek(0)
+        img = ImageOps.exif_transpose(img)
+        img = _to_rgb(img)
+        if size is not None:
+            h, w = (size, size) if isinstance(size, int) else size
+            if img.size != (w, h):
+                img = img.resize((w, h), Image.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
+
+
+def _bomb_message() -> str:
+    return f"over the {MAX_IMAGE_PIXELS:,}-pixel limit (possible decompression bomb); downscale the file"
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if arr.max() > 255 else 255.0
-        return Image.fromarray((arr / top * 255).round().astype(np.uint8)).convert("RGB")
+        scaled = np.clip(arr / top * 255, 0, 255).round().astype(np.uint8)
+        return Image.fromarray(scaled).convert("RGB")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
@@ -120,26 +142,57 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def check_image(path: str) -> str | None:
-    """Decode ``path`` fully; return ``None`` if usable, else the reason it is not."""
+    """Decode ``path`` fully; return ``None`` if usable, else the reason it is not.
+
+    Never raises: every failure, whatever PIL raises, becomes a one-line reason.
+    PNG chunk checksums are verified too, which decoding alone does not do.
+    """
     try:
         if os.path.getsize(path) == 0:
             return "empty file (0 bytes)"
+        _verify_checksums(path)
         load_image(path)
         return None
     except DataError as err:
         return str(err)
     except Exception as err:  # PIL raises many types for corrupt data
-        return f"cannot decode: {type(err).__name__}: {err}"
+        return _reason(err)
+
+
+def _verify_checksums(path: str) -> None:
+    """Raise if a PNG chunk's CRC is wrong (PIL does not check image data CRCs when decoding)."""
+    with Image.open(path, formats=DECODERS) as img:
+        if img.format == "PNG":
+            img.verify()
+
+
+def _reason(err: Exception) -> str:
+    """A one-line reason for a decoding failure."""
+    if isinstance(err, Image.UnidentifiedImageError):
+        return f"cannot decode: not a readable {'/'.join(DECODERS)} image (wrong content or a corrupt header)"
+    if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"{_bomb_message()} ({err})"
+    if isinstance(err, FileNotFoundError):
+        return "file disappeared during the scan"
+    detail = str(err).splitlines()[0] if str(err) else ""
+    return f"cannot decode: {type(err).__name__}: {detail}".rstrip(": ")
 
 
 def _list_class_files(class_dir: Path, skipped: list[Skipped]) -> list[str]:
+    """Image files under ``class_dir``, nested subfolders included; linked folders are not followed."""
     files: list[str] = []
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            skipped.append(Skipped(os.path.join(dirpath, name), "symlinked folder, not followed (avoids link loops)"))
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
             if name.startswith("."):
                 continue  # .DS_Store and friends
+            if not _utf8(path):
+                skipped.append(Skipped(path.encode("utf-8", "replace").decode("utf-8"),
+                                       "file name is not valid UTF-8; rename the file"))
+                continue
             if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
                 skipped.append(Skipped(path, f"not an image extension ({', '.join(sorted(IMAGE_EXTENSIONS))})"))
                 continue
@@ -148,6 +201,14 @@ def _list_class_files(class_dir: Path, skipped: list[Skipped]) -> list[str]:
                 continue
             files.append(path)
     return files
+
+
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _class_dirs(root: Path) -> list[Path]:
@@ -207,16 +268,12 @@ def scan_folder(
             split: {name: _list_class_files(folder / name, skipped) if (folder / name).is_dir() else [] for name in class_names}
             for split, folder in presplit.items()
         }
-        for split, folder in presplit.items():
-            extra = sorted({p.name for p in _class_dirs(folder)} - set(class_names))
-            if extra:
-                raise DataError(
-                    f"{folder} has class folder(s) {extra} that {presplit['train']} lacks; every split must use the training classes"
-                )
     else:
         class_names = [p.name for p in _class_dirs(root)]
         listed = {"all": {name: _list_class_files(root / name, skipped) for name in class_names}}
-    _check_classes(root, class_names, listed)
+    _check_classes(presplit["train"] if presplit else root, class_names, listed)
+    if presplit:
+        _check_split_classes(presplit, class_names)
 
     all_files = [f for per_class in listed.values() for files in per_class.values() for f in files]
     bad = dict(_check_all(all_files, workers, progress))
@@ -225,13 +282,9 @@ def scan_folder(
         split: {name: [f for f in files if f not in bad] for name, files in per_class.items()}
         for split, per_class in listed.items()
     }
-    first = "train" if presplit else "all"
-    for name in class_names:
-        if not good[first][name]:
-            raise DataError(
-                f"class folder {str(root / ('train' if presplit else '') / name)!r} has no readable image "
-                f"({len(listed[first][name])} file(s) failed to decode); fix or remove it"
-            )
+    for split, per_class in listed.items():
+        for name in class_names:
+            _require_readable(Path(presplit[split] if presplit else root) / name, per_class[name], bad)
     if presplit:
         splits = {
             split: [(f, i) for i, name in enumerate(class_names) for f in good[split][name]] for split in ("train", "val", "test")
@@ -241,6 +294,38 @@ def scan_folder(
     else:
         splits = _stratified_split(root, class_names, good["all"], val_split, test_split, seed)
     return ImageFolder(str(root), class_names, splits, skipped, presplit=bool(presplit))
+
+
+def _require_readable(class_dir: Path, files: list[str], bad: dict[str, str]) -> None:
+    """Raise unless at least one of a class folder's files decoded."""
+    if not files:
+        raise DataError(
+            f"class folder {str(class_dir)!r} has no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+            "add images or remove the folder"
+        )
+    if all(f in bad for f in files):
+        raise DataError(
+            f"class folder {str(class_dir)!r} has no readable image ({len(files)} file(s) failed to decode, "
+            f"e.g. {os.path.basename(files[0])}: {bad[files[0]]}); fix or remove it"
+        )
+
+
+def _check_split_classes(presplit: dict[str, Path], class_names: list[str]) -> None:
+    """Every split of a pre-split folder must hold exactly the training classes."""
+    train = presplit["train"]
+    for split, folder in presplit.items():
+        found = {p.name for p in _class_dirs(folder)}
+        extra = sorted(found - set(class_names))
+        missing = sorted(set(class_names) - found)
+        if extra:
+            raise DataError(
+                f"{folder} has class folder(s) {extra} that {train} lacks; every split must use the training classes"
+            )
+        if missing:
+            raise DataError(
+                f"{folder} lacks class folder(s) {missing} that {train} has; every split needs images of every "
+                f"class: move some into {folder / missing[0]}/"
+            )
 
 
 def _check_classes(root: Path, class_names: list[str], listed: dict) -> None:
@@ -256,19 +341,22 @@ def _check_classes(root: Path, class_names: list[str], listed: dict) -> None:
     for name in class_names:
         if not listed[first][name]:
             raise DataError(
-                f"class folder {str(root / ('train' if first == 'train' else '') / name)!r} has no image files "
+                f"class folder {str(root / name)!r} has no image files "
                 f"({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove the folder"
             )
 
 
-def _check_all(files: list[str], workers: int, progress: Callable[[int, int], None] | None):
+def _check_all(files: list[str], workers: int, progress: Callable[[int, int], None] | None, chunk: int = 512):
+    """Yield ``(path, reason)`` for unusable files; at most ``chunk`` checks are queued at once."""
     total = len(files)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for done, (path, reason) in enumerate(zip(files, pool.map(check_image, files)), start=1):
-            if progress is not None:
-                progress(done, total)
-            if reason is not None:
-                yield path, reason
+        for start in range(0, total, chunk):
+            part = files[start:start + chunk]
+            for done, (path, reason) in enumerate(zip(part, pool.map(check_image, part)), start=start + 1):
+                if progress is not None:
+                    progress(done, total)
+                if reason is not None:
+                    yield path, reason
 
 
 def _stratified_split(
@@ -284,7 +372,8 @@ def _stratified_split(
         if len(paths) < need:
             raise DataError(
                 f"class {name!r} has {len(paths)} readable image(s), too few to split into train/val/test "
-                f"(needs {need}); add images to {str(root / name)!r} or pre-split the folder into train/ val/ test/"
+                f"(needs {need}); add images to {str(root / name)!r}, pre-split the folder into train/ val/ test/, "
+                "or set val_split and test_split to 0 (--val-split 0 --test-split 0)"
             )
         order = rng.permutation(len(paths))
         n_val = max(1, round(len(paths) * val)) if val > 0 else 0
@@ -315,6 +404,7 @@ def make_dataset(
     class_weights: Sequence[float] | None = None,
     cache: str | None = "memory",
     repeat: bool = False,
+    epochs: tuple[int, int] | None = None,
 ):
     """A batched ``tf.data.Dataset`` of ``(images, labels[, sample_weights])``.
 
@@ -323,6 +413,10 @@ def make_dataset(
     epochs skip it. Labels are float 0/1 for ``binary``, else integers. Class
     weights become per-sample weights, which ``model.fit`` honours with tf.data.
     A file that fails to decode mid-run is dropped, never raised.
+
+    ``epochs=(first, last)`` yields epochs ``first .. last-1`` back to back,
+    epoch ``e`` shuffled with seed ``seed + e``: the order depends only on the
+    epoch number, so a resumed run sees the same batches as an uninterrupted one.
     """
     import tensorflow as tf
 
@@ -342,10 +436,21 @@ def make_dataset(
         ds = ds.cache()
     elif cache:
         ds = ds.cache(str(cache))
-    if shuffle:
-        ds = ds.shuffle(min(len(paths), 10_000), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
+    buffer = min(len(paths), 10_000)
+    if epochs is not None:
+        decoded = ds
+
+        def one_epoch(epoch):
+            shuffled = decoded.shuffle(buffer, seed=seed + epoch, reshuffle_each_iteration=False) if shuffle else decoded
+            return shuffled.batch(batch_size)
+
+        ds = tf.data.Dataset.range(*epochs).flat_map(one_epoch)
+    else:
+        if shuffle:
+            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        ds = ds.batch(batch_size)
 
     if class_weights is not None:
         table = tf.constant(np.asarray(class_weights, np.float32))
@@ -357,7 +462,7 @@ def make_dataset(
         def to_float(image, label):
             return tf.cast(image, tf.float32), label
 
-    ds = ds.batch(batch_size).map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
