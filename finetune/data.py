@@ -27,6 +27,7 @@ What happens to unusual input:
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -175,6 +176,8 @@ def _reason(err: Exception) -> str:
     if isinstance(err, FileNotFoundError):
         return "file disappeared during the scan"
     detail = str(err).splitlines()[0] if str(err) else ""
+    if isinstance(err, SyntaxError) and "checksum" in detail:
+        return f"cannot decode: corrupt file, bad CRC checksum ({detail})"
     return f"cannot decode: {type(err).__name__}: {detail}".rstrip(": ")
 
 
@@ -402,17 +405,25 @@ def make_dataset(
     shuffle: bool = False,
     seed: int = 0,
     class_weights: Sequence[float] | None = None,
-    cache: str | None = "memory",
+    cache: str | None = "auto",
     repeat: bool = False,
     epochs: tuple[int, int] | None = None,
+    cache_budget: int = CACHE_BUDGET_BYTES,
 ):
     """A batched ``tf.data.Dataset`` of ``(images, labels[, sample_weights])``.
 
     Images are RGB float32 in [0, 255] at ``image_size``; decoding runs in
-    parallel and is cached (``"memory"``, a file path, or ``None``) so later
-    epochs skip it. Labels are float 0/1 for ``binary``, else integers. Class
+    parallel. Labels are float 0/1 for ``binary``, else integers. Class
     weights become per-sample weights, which ``model.fit`` honours with tf.data.
-    A file that fails to decode mid-run is dropped, never raised.
+    A file that fails to decode mid-run (deleted, corrupted) is dropped, never raised.
+
+    ``cache`` keeps decoded images so later epochs skip decoding: ``"memory"``,
+    a file path (a ``tf.data`` file cache), ``None`` (stream: decode every
+    epoch; memory stays flat whatever the dataset size), or ``"auto"`` (the
+    default): memory when the decoded set, ``len(items) * image_size**2 * 3``
+    bytes, fits in ``cache_budget`` (2 GiB by default), else streaming. When
+    streaming, file names are shuffled before decoding, so no buffer of decoded
+    images is held; otherwise the shuffle buffer is bounded by ``cache_budget`` too.
 
     ``epochs=(first, last)`` yields epochs ``first .. last-1`` back to back,
     epoch ``e`` shuffled with seed ``seed + e``: the order depends only on the
@@ -431,23 +442,29 @@ def make_dataset(
         image.set_shape((image_size, image_size, 3))
         return image, label
 
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
-    if cache == "memory":
-        ds = ds.cache()
-    elif cache:
-        ds = ds.cache(str(cache))
-    buffer = min(len(paths), 10_000)
+    def decoded_from(files):
+        return files.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+
+    cache = resolve_cache(cache, len(paths), image_size, cache_budget)
+    streaming = cache is None
+    source = ds if streaming else decoded_from(ds).cache("" if cache == "memory" else str(cache))
+    buffer = max(1, min(len(paths), 10_000, cache_budget // (image_size * image_size * 3)))
+
+    def shuffled(epoch_seed, reshuffle: bool):
+        """One pass in shuffled order: file names when streaming, decoded images otherwise."""
+        if streaming:
+            names = source.shuffle(max(1, len(paths)), seed=epoch_seed, reshuffle_each_iteration=reshuffle)
+            return decoded_from(names)
+        return source.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=reshuffle)
+
+    plain = decoded_from(source) if streaming else source
     if epochs is not None:
-        decoded = ds
-
-        def one_epoch(epoch):
-            shuffled = decoded.shuffle(buffer, seed=seed + epoch, reshuffle_each_iteration=False) if shuffle else decoded
-            return shuffled.batch(batch_size)
-
-        ds = tf.data.Dataset.range(*epochs).flat_map(one_epoch)
+        # One branch per epoch with a Python-int seed (a tensor seed breaks once a global seed is set).
+        first, last = epochs
+        branches = [(shuffled(seed + e, False) if shuffle else plain).batch(batch_size) for e in range(first, max(last, first + 1))]
+        ds = functools.reduce(lambda a, b: a.concatenate(b), branches)
     else:
-        if shuffle:
-            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+        ds = shuffled(seed, True) if shuffle else plain
         if repeat:
             ds = ds.repeat()
         ds = ds.batch(batch_size)
@@ -464,6 +481,24 @@ def make_dataset(
 
     ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def resolve_cache(cache: str | None, n_images: int, image_size: int, budget: int = CACHE_BUDGET_BYTES) -> str | None:
+    """What ``cache="auto"`` means for ``n_images`` at ``image_size``: ``"memory"`` if it fits ``budget``, else ``None``."""
+    if cache != "auto":
+        return cache
+    return "memory" if n_images * image_size * image_size * 3 <= budget else None
+
+
+def epoch_batches(ds, first: int, last: int, *, batch_size: int, seed: int, buffer: int = 10_000):
+    """Epochs ``first .. last-1`` of ``ds`` back to back, epoch ``e`` shuffled with seed ``seed + e``.
+
+    The order of an epoch depends only on its number, which is what makes a
+    resumed run see the same batches as an uninterrupted one.
+    """
+    branches = [ds.shuffle(buffer, seed=seed + e, reshuffle_each_iteration=False).batch(batch_size)
+                for e in range(first, max(last, first + 1))]
+    return functools.reduce(lambda a, b: a.concatenate(b), branches)
 
 
 def load_images(paths: Sequence[str], image_size: int) -> np.ndarray:
