@@ -19,6 +19,7 @@ import yaml
 
 from .augment import PRESETS
 from .heads import HeadConfig
+from .optim import OPTIMIZERS, SCHEDULES
 
 
 class ConfigError(ValueError):
@@ -54,6 +55,14 @@ class TrainConfig:
     unfreeze_blocks: int | None = None
     unfreeze_fraction: float | None = None
     patience: int = 5
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    discriminative: bool = False
+    clipnorm: float | None = None
+    loop: str = "fit"
+    strategy: str = "none"
+    precision: str = "float32"
+    jit: bool = False
     class_weight: str | None = None
     cache_features: bool = True
     cache_variants: int = 0
@@ -93,6 +102,14 @@ class TrainConfig:
         _check_choice("augment", self.augment, PRESETS)
         _check_choice("pooling", self.pooling, ("avg", "max", "flatten"))
         _check_choice("class_weight", self.class_weight, (None, "balanced"))
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("loop", self.loop, ("fit", "trainer"))
+        _check_choice("strategy", self.strategy, ("auto", "none", "mirrored", "multiworker"))
+        _check_choice("precision", self.precision, ("float32", "mixed"))
+        _check_range("warmup_epochs", self.warmup_epochs, 0, None)
+        if self.clipnorm is not None:
+            _check_range("clipnorm", self.clipnorm, 0, None, inclusive_low=False)
         chosen = [k for k in ("unfreeze_from", "unfreeze_blocks", "unfreeze_fraction") if getattr(self, k) is not None]
         if len(chosen) > 1:
             raise ConfigError(f"give only one of {', '.join(chosen)}")

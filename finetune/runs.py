@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import shutil
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -39,8 +40,6 @@ def new_run_dir(output: str | Path, name: str | None, *, overwrite: bool = False
     base = re.sub(r"[^\w.-]+", "-", base).strip("-") or "run"
     path = output / base
     if overwrite and path.exists():
-        import shutil
-
         shutil.rmtree(path)
     suffix = 2
     while path.exists():
@@ -108,16 +107,33 @@ def save_run(result: FineTuneResult, run_dir: str | Path, metrics: dict[str, Any
     return run_dir
 
 
-def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, callbacks=()) -> tuple[Path, FineTuneResult, dict]:
-    """Fine-tune per ``config``, evaluate on the test split and write the run folder."""
+def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, callbacks=(),
+          resume: str | Path | None = None) -> tuple[Path, FineTuneResult, dict]:
+    """Fine-tune per ``config``, evaluate on the test split and write the run folder.
+
+    The run folder is created first and every epoch is checkpointed into
+    ``<run>/checkpoint/``; if the process dies, ``train(config, resume=run_dir)``
+    continues from the last completed epoch. The checkpoint is removed once the
+    run folder is complete.
+    """
     config.validate()
-    result = fine_tune(config.data, config, verbose=verbose, callbacks=callbacks)
-    run_dir = new_run_dir(config.output, config.name or _default_name(config), overwrite=overwrite)
+    if resume is not None:
+        run_dir = Path(resume)
+        if (run_dir / "model.keras").exists() and not (run_dir / "checkpoint").exists():
+            raise RunError(f"run {str(run_dir)!r} already finished; start a new run instead of --resume")
+        if not (run_dir / "checkpoint" / "state.json").exists():
+            raise RunError(f"run {str(run_dir)!r} has no checkpoint to resume from (no completed epoch)")
+    else:
+        run_dir = new_run_dir(config.output, config.name or _default_name(config), overwrite=overwrite)
+        atomic_text(run_dir / "config.yaml", _yaml(config))
+    result = fine_tune(config.data, config, verbose=verbose, callbacks=callbacks,
+                       checkpoint_dir=run_dir / "checkpoint", resume=resume is not None)
     test_items = result.folder.splits.get("test") or result.folder.splits.get("val") or []
     metrics = evaluate_split(result.model, test_items, result.class_names, result.parts.image_size, config.batch_size) if test_items else None
     if metrics is not None:
         metrics["split"] = "test" if result.folder.splits.get("test") else "val"
     save_run(result, run_dir, metrics)
+    shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
     return run_dir, result, metrics
 
 

@@ -1,0 +1,156 @@
+"""Run the frozen base once: feature extraction and the on-disk feature cache.
+
+In phase 1 the base is frozen, so its output for an image never changes:
+recomputing it every epoch (as the seed recipe does) is wasted work. The
+features are computed once per image (and per augmented variant) and kept in
+memory; with a real weights file they are also stored in the user's cache dir,
+keyed by everything that could change them — backbone, weights checksum, input
+size, preprocessing, pooling, augmentation variant and every file's path, size
+and mtime — so a later run on the same data skips extraction and a stale cache
+is never used. Large arrays are memory-mapped rather than loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import keras
+
+from .data import make_dataset
+
+MMAP_BYTES = 1 << 30  # arrays above 1 GiB are memory-mapped from the cache file
+
+
+def cache_root() -> Path:
+    """``$FINETUNE_CACHE_DIR`` or the platform user cache dir of finetune."""
+    env = os.environ.get("FINETUNE_CACHE_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("finetune"))
+
+
+@lru_cache(maxsize=32)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_fingerprint(weights: str | None) -> str | None:
+    """A checksum naming the weights, or ``None`` when they cannot be identified (random)."""
+    if weights is None:
+        return None
+    if weights == "imagenet":
+        return f"keras-imagenet-{keras.__version__}"
+    stat = os.stat(weights)
+    return _file_sha256(os.path.abspath(weights), stat.st_size, stat.st_mtime_ns)
+
+
+def extract_features(parts, dataset, *, augmented: bool = False, verbose: int = 0) -> tuple[np.ndarray, ...]:
+    """Run the frozen base once over ``dataset``; return ``(features, labels[, weights])``.
+
+    With ``augmented=True`` the augmentation layers act (training mode) while
+    the base still runs in inference mode.
+    """
+    import tensorflow as tf
+
+    aug, prep, base, pool = parts.augment, parts.preprocess, parts.base, parts.pool
+
+    @tf.function(reduce_retracing=True)
+    def features(images):
+        x = aug(images, training=True) if (augmented and aug is not None) else images
+        x = prep(x) if prep is not None else x
+        return pool(base(x, training=False))
+
+    chunks: list[list[np.ndarray]] = []
+    progbar = keras.utils.Progbar(None, unit_name="batch") if verbose else None
+    for i, batch in enumerate(dataset):
+        chunks.append([features(batch[0]).numpy()] + [np.asarray(t) for t in batch[1:]])
+        if progbar:
+            progbar.update(i + 1)
+    if progbar:
+        progbar.update(len(chunks), finalize=True)
+    return tuple(np.concatenate([c[j] for c in chunks]) for j in range(len(chunks[0])))
+
+
+class FeatureCache:
+    """Features of the frozen base, in memory and (when the weights are identifiable) on disk."""
+
+    def __init__(self, directory: Path | None, identity: dict[str, Any]):
+        self.directory, self.identity = directory, identity
+        self.hits = 0
+
+    @classmethod
+    def for_run(cls, config, parts) -> "FeatureCache":
+        weights = parts.backbone.resolve_weights(config.weights)
+        fingerprint = weights_fingerprint(weights)
+        identity = {
+            "backbone": parts.backbone.name, "weights": fingerprint, "image_size": parts.image_size,
+            "preprocessing": parts.backbone.preprocessing, "pooling": config.pooling,
+            "augment": config.augment, "seed": config.seed, "format": 1,
+        }
+        directory = cache_root() / "features" if fingerprint else None
+        return cls(directory, identity)
+
+    def key(self, items: Sequence[tuple[str, int]], split: str, variant: int, weighted: bool) -> str:
+        files = []
+        for path, label in items:
+            stat = os.stat(path)
+            files.append((os.path.abspath(path), stat.st_size, stat.st_mtime_ns, label))
+        payload = {**self.identity, "split": split, "variant": variant, "weighted": weighted, "files": files}
+        if variant == 0:
+            payload.pop("augment"), payload.pop("seed")
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+    def get_or_compute(self, items, loader: dict, parts, *, variant: int = 0, split: str = "train",
+                       verbose: int = 0) -> tuple[np.ndarray, ...]:
+        """Features for ``items`` (variant 0 = un-augmented), from the cache or computed now."""
+        weighted = loader.get("class_weights") is not None
+        key = self.key(items, split, variant, weighted)
+        cached = self._load(key)
+        if cached is not None:
+            self.hits += 1
+            return cached
+        dataset = make_dataset(items, cache=None, **loader)
+        arrays = extract_features(parts, dataset, augmented=variant > 0, verbose=verbose)
+        self._store(key, arrays)
+        return arrays
+
+    def _paths(self, key: str, count: int) -> list[Path]:
+        return [self.directory / f"{key}.{i}.npy" for i in range(count)]
+
+    def _load(self, key: str) -> tuple[np.ndarray, ...] | None:
+        if self.directory is None:
+            return None
+        meta = self.directory / f"{key}.json"
+        if not meta.exists():
+            return None
+        count = json.loads(meta.read_text())["arrays"]
+        paths = self._paths(key, count)
+        if not all(p.exists() for p in paths):
+            return None
+        return tuple(np.load(p, mmap_mode="r" if p.stat().st_size > MMAP_BYTES else None) for p in paths)
+
+    def _store(self, key: str, arrays: tuple[np.ndarray, ...]) -> None:
+        if self.directory is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for path, array in zip(self._paths(key, len(arrays)), arrays):
+            tmp = path.with_name(".tmp-" + path.name)
+            with open(tmp, "wb") as fh:
+                np.save(fh, array)
+            os.replace(tmp, path)
+        meta = self.directory / f"{key}.json"
+        tmp = meta.with_name(".tmp-" + meta.name)
+        tmp.write_text(json.dumps({"arrays": len(arrays), "identity": self.identity}))
+        os.replace(tmp, meta)
