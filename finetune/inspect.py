@@ -1,0 +1,185 @@
+"""Look inside a trained classifier: its worst mistakes, and test-time augmentation (TTA).
+
+Example:
+    >>> model, config, names = load_run("runs/flowers/")                         # doctest: +SKIP
+    >>> rows = top_losses(model, test_items, names, config.image_size, k=16)     # doctest: +SKIP
+    >>> plot_worst_mistakes(rows, "runs/flowers/worst.png")                      # doctest: +SKIP
+    >>> evaluate_tta(model, test_items, names, config.image_size)["accuracy_tta"]  # doctest: +SKIP
+    0.947
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import keras
+import numpy as np
+
+from .data import load_image, load_images
+from .metrics import as_class_probs, classification_metrics
+
+EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class LossRow:
+    """One test image and how wrong the model is about it.
+
+    Attributes:
+        path: The image file.
+        true, predicted: Class names.
+        p_predicted, p_true: The model's probability of the predicted and of the true class.
+        loss: Cross-entropy of this image, ``-log(p_true)``.
+    """
+
+    path: str
+    true: str
+    predicted: str
+    p_predicted: float
+    p_true: float
+    loss: float
+
+    @property
+    def correct(self) -> bool:
+        return self.true == self.predicted
+
+
+def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def predict_files(model: keras.Model, paths: Sequence[str], image_size: int, batch_size: int = 32) -> np.ndarray:
+    """Class probabilities ``(n, num_classes)`` for image files (binary sigmoid outputs expanded to 2 columns)."""
+    out = [as_class_probs(np.asarray(model(load_images(list(chunk), image_size), training=False)))
+           for chunk in _chunks(list(paths), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def top_losses(
+    model: keras.Model, items: Sequence[tuple[str, int]], class_names: Sequence[str], image_size: int,
+    k: int = 16, *, batch_size: int = 32,
+) -> list[LossRow]:
+    """The ``k`` images of ``[(path, label), ...]`` with the highest loss, worst first.
+
+    Example:
+        >>> rows = top_losses(model, folder.splits["test"], folder.class_names, 224, k=4)  # doctest: +SKIP
+        >>> rows[0].true, rows[0].predicted, round(rows[0].p_predicted, 2)                 # doctest: +SKIP
+        ('cat', 'dog', 0.97)
+    """
+    if not items:
+        return []
+    probs = predict_files(model, [p for p, _ in items], image_size, batch_size)
+    labels = np.asarray([label for _, label in items])
+    p_true = probs[np.arange(len(labels)), labels]
+    losses = -np.log(np.clip(p_true, EPS, 1.0))
+    rows = []
+    for i in np.argsort(-losses, kind="stable")[:k]:
+        pred = int(probs[i].argmax())
+        rows.append(LossRow(items[i][0], class_names[labels[i]], class_names[pred],
+                            float(probs[i, pred]), float(p_true[i]), float(losses[i])))
+    return rows
+
+
+def plot_worst_mistakes(rows: Sequence[LossRow], path: str | Path, *, columns: int = 4,
+                        title: str = "Highest-loss test images") -> None:
+    """A grid PNG of ``rows`` titled ``true / pred p=0.93`` (red when wrong, green when right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = max(1, min(columns, len(rows)))
+    lines = max(1, math.ceil(len(rows) / columns))
+    fig, axes = plt.subplots(lines, columns, figsize=(3.0 * columns, 3.3 * lines + 0.5), dpi=100, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row in zip(axes.flat, rows):
+        ax.imshow(load_image(row.path))
+        ax.set_title(f"{row.true} / {row.predicted} p={row.p_predicted:.2f}\n{Path(row.path).name}",
+                     fontsize=10, color="darkgreen" if row.correct else "firebrick")
+    if not rows:
+        axes.flat[0].text(0.5, 0.5, "no test images", ha="center", va="center")
+    fig.suptitle(f"{title}: true / predicted", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def tta_views(images, *, flip: bool = True, crops: bool = True, crop_fraction: float = 0.9) -> list:
+    """The augmented copies of a batch that :func:`tta_predict` averages over.
+
+    The batch itself, then (with ``crops``) the center and 4 corner crops covering
+    ``crop_fraction`` of each side, resized back; then (with ``flip``) the horizontal
+    mirror of each of those. 12 views by default.
+    """
+    import tensorflow as tf
+
+    images = tf.convert_to_tensor(images, tf.float32)
+    views = [images]
+    if crops:
+        n, h, w = tf.shape(images)[0], int(images.shape[1]), int(images.shape[2])
+        m = 1.0 - crop_fraction
+        corners = [(m / 2, m / 2), (0.0, 0.0), (0.0, m), (m, 0.0), (m, m)]  # center, then (top, left) of each corner
+        for top, left in corners:
+            box = tf.constant([[top, left, top + crop_fraction, left + crop_fraction]], tf.float32)
+            views.append(tf.image.crop_and_resize(images, tf.repeat(box, n, axis=0), tf.range(n), (h, w)))
+    if flip:
+        views += [tf.reverse(v, axis=[2]) for v in views]
+    return views
+
+
+def tta_predict(model: keras.Model, images: np.ndarray, *, flip: bool = True, crops: bool = True,
+                crop_fraction: float = 0.9, batch_size: int = 32) -> np.ndarray:
+    """Class probabilities averaged over the test-time views of :func:`tta_views`.
+
+    Args:
+        model: A classifier taking RGB [0, 255] images (any finetune model).
+        images: ``(n, h, w, 3)`` float RGB in [0, 255], at the model's input size.
+        flip, crops, crop_fraction: Which views to average (see :func:`tta_views`).
+
+    Returns:
+        ``(n, num_classes)`` probabilities (binary sigmoid outputs expanded to 2 columns).
+
+    Example:
+        >>> probs = tta_predict(model, load_images(["rose.jpg"], 224))   # doctest: +SKIP
+        >>> probs.shape
+        (1, 5)
+    """
+    out = []
+    for chunk in _chunks(np.asarray(images, np.float32), batch_size):
+        views = tta_views(chunk, flip=flip, crops=crops, crop_fraction=crop_fraction)
+        out.append(np.mean([as_class_probs(np.asarray(model(v, training=False))) for v in views], axis=0))
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+def evaluate_tta(model: keras.Model, items: Sequence[tuple[str, int]], class_names: Sequence[str], image_size: int,
+                 *, batch_size: int = 32, **tta: Any) -> dict[str, Any]:
+    """Metrics on ``[(path, label), ...]`` without and with TTA.
+
+    Returns:
+        ``{"accuracy": ..., "accuracy_tta": ..., "plain": metrics, "tta": metrics}``, where
+        ``metrics`` is :func:`finetune.metrics.classification_metrics` (per-class, confusion matrix).
+        ``tta`` keywords go to :func:`tta_predict`.
+
+    Example:
+        >>> result = evaluate_tta(model, folder.splits["test"], folder.class_names, 224)   # doctest: +SKIP
+        >>> result["accuracy"], result["accuracy_tta"]                                     # doctest: +SKIP
+        (0.93, 0.947)
+    """
+    labels = np.asarray([label for _, label in items], dtype=int)
+    plain, augmented = [], []
+    for chunk in _chunks(list(items), batch_size):
+        images = load_images([p for p, _ in chunk], image_size)
+        plain.append(as_class_probs(np.asarray(model(images, training=False))))
+        augmented.append(tta_predict(model, images, batch_size=batch_size, **tta))
+    k = len(class_names)
+    plain_probs = np.concatenate(plain) if plain else np.zeros((0, k))
+    tta_probs = np.concatenate(augmented) if augmented else np.zeros((0, k))
+    plain_metrics = classification_metrics(labels, plain_probs, class_names)
+    tta_metrics = classification_metrics(labels, tta_probs, class_names)
+    return {"accuracy": plain_metrics["accuracy"], "accuracy_tta": tta_metrics["accuracy"],
+            "plain": plain_metrics, "tta": tta_metrics}
