@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -85,8 +86,9 @@ class TrainConfig:
         _check_range("lr", self.lr, 1e-12, 10, inclusive_low=False)
         if self.tune_lr is not None:
             _check_range("tune_lr", self.tune_lr, 1e-12, 10, inclusive_low=False)
-        for key in ("head_epochs", "tune_epochs", "patience", "cache_variants", "seed"):
+        for key in ("head_epochs", "tune_epochs", "patience", "cache_variants"):
             _check_range(key, getattr(self, key), 0, None)
+        _check_range("seed", self.seed, 0, 2**32 - 1)  # what NumPy and TensorFlow accept
         for key in ("l1", "l2"):
             _check_range(key, getattr(self, key), 0, None)
         if self.image_size is not None:
@@ -148,6 +150,8 @@ class TrainConfig:
 
 
 def _check_range(key: str, value: Any, low: float | None, high: float | None, inclusive_low: bool = True) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value!r}")
     too_low = low is not None and (value < low if inclusive_low else value <= low)
     if too_low or (high is not None and value > high):
         bounds = f"{'>=' if inclusive_low else '>'} {low}" + (f" and <= {high}" if high is not None else "")
