@@ -157,6 +157,36 @@ class EpochLog(keras.callbacks.Callback):
         self.rows.append(row)
 
 
+class EpochSeeds(keras.callbacks.Callback):
+    """Reseeds every random layer (dropout, augmentation) from (seed, epoch) at each epoch start.
+
+    Randomness then depends only on the epoch number, so an interrupted and
+    resumed run draws exactly what an uninterrupted one would.
+    """
+
+    def __init__(self, seed: int, model: keras.Model):
+        super().__init__()
+        self.seed, self.generators = seed, _seed_generators(model)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for i, generator in enumerate(self.generators):
+            state = generator.state
+            value = np.asarray([self.seed * 1_000_003 + epoch * 7919 + i, 0])
+            state.assign(value.astype(keras.ops.convert_to_numpy(state.value).dtype))
+
+
+def _seed_generators(model: keras.Model) -> list:
+    from keras.random import SeedGenerator
+
+    found, seen = [], set()
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        for value in vars(layer).values():
+            if isinstance(value, SeedGenerator) and id(value) not in seen:
+                seen.add(id(value))
+                found.append(value)
+    return found
+
+
 class DivergenceGuard(keras.callbacks.Callback):
     """Stops training at the first NaN or infinite loss, remembering where."""
 
@@ -475,7 +505,7 @@ class _Recipe:
             es_state, best = self.store.restore(target, phase)
             if stopper is not None:
                 stopper.restore(es_state, best)
-        callbacks = [guard, EpochLog(phase, self.rows), *self.user_callbacks]
+        callbacks = [EpochSeeds(self.config.seed, self.parts.model), guard, EpochLog(phase, self.rows), *self.user_callbacks]
         callbacks += [c for c in (stopper, self.plateau) if c is not None]
         if self.store:
             callbacks.append(Checkpointer(self.store, phase, self.rows, stopper, guard))
