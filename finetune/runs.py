@@ -22,8 +22,9 @@ from typing import Any, Callable
 
 import keras
 
-from .config import TrainConfig
-from .data import make_dataset
+from .backbones import get_backbone
+from .config import ConfigError, TrainConfig
+from .data import make_dataset, scan_folder
 from .metrics import classification_metrics, probabilities
 from .report import markdown_report, plot_confusion, plot_curves
 from .training import FineTuneResult, fine_tune
@@ -73,10 +74,21 @@ def evaluate_split(model: keras.Model, items, class_names, image_size: int, batc
     return classification_metrics(labels, probs, class_names)
 
 
+def inference_model(model: keras.Model) -> keras.Model:
+    """The same layers without the training state (optimizer, schedule, loss).
+
+    What is saved then loads with plain ``keras.models.load_model`` in a
+    process that never imported finetune.
+    """
+    clone = keras.models.clone_model(model)  # fresh layers from config: nested models lose their compile state too
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def save_run(result: FineTuneResult, run_dir: str | Path, metrics: dict[str, Any] | None) -> Path:
     """Write the whole run folder for ``result``."""
     run_dir = Path(run_dir)
-    atomic_write(run_dir / "model.keras", result.model.save)
+    atomic_write(run_dir / "model.keras", inference_model(result.model).save)
     atomic_text(run_dir / "config.yaml", _yaml(result.config))
     atomic_text(run_dir / "labels.txt", "\n".join(result.class_names) + "\n")
     atomic_text(run_dir / "history.csv", _csv(result.history))
@@ -123,11 +135,21 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
             raise RunError(f"run {str(run_dir)!r} already finished; start a new run instead of --resume")
         if not (run_dir / "checkpoint" / "state.json").exists():
             raise RunError(f"run {str(run_dir)!r} has no checkpoint to resume from (no completed epoch)")
-    else:
+    # Everything that can be checked before training is checked before a run folder exists.
+    folder = scan_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
+    spec = get_backbone(config.backbone)
+    if (config.image_size or spec.input_size) < spec.min_input_size:
+        raise ConfigError(f"image_size: {config.image_size}px is too small for {spec.name} (minimum {spec.min_input_size}px)")
+    if resume is None:
         run_dir = new_run_dir(config.output, config.name or _default_name(config), overwrite=overwrite)
         atomic_text(run_dir / "config.yaml", _yaml(config))
-    result = fine_tune(config.data, config, verbose=verbose, callbacks=callbacks,
-                       checkpoint_dir=run_dir / "checkpoint", resume=resume is not None)
+    try:
+        result = fine_tune(folder, config, verbose=verbose, callbacks=callbacks,
+                           checkpoint_dir=run_dir / "checkpoint", resume=resume is not None)
+    except BaseException:
+        if resume is None and not (run_dir / "checkpoint" / "state.json").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping: no completed epoch
+        raise
     test_items = result.folder.splits.get("test") or result.folder.splits.get("val") or []
     metrics = evaluate_split(result.model, test_items, result.class_names, result.parts.image_size, config.batch_size) if test_items else None
     if metrics is not None:

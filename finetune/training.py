@@ -482,8 +482,9 @@ class _Recipe:
         from .optim import discriminative_optimizer, layer_groups, make_optimizer, make_schedule
 
         config = self.config
-        schedule = make_schedule(config.schedule, lr, steps_per_epoch=steps, epochs=max(epochs, 1),
-                                 **({"warmup_epochs": config.warmup_epochs} if config.schedule == "cosine" else {}))
+        schedule = lr if config.schedule == "constant" else make_schedule(
+            config.schedule, lr, steps_per_epoch=steps, epochs=max(epochs, 1),
+            **({"warmup_epochs": config.warmup_epochs} if config.schedule == "cosine" else {}))
         self.plateau = schedule if isinstance(schedule, keras.callbacks.Callback) else None
         rate = lr if self.plateau is not None else schedule
         extra = {"clipnorm": config.clipnorm} if config.clipnorm else {}

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -61,6 +64,10 @@ def test_run_folder_and_plain_keras_reload(image_folder, tmp_path):
     reloaded = keras.models.load_model(run_dir / "model.keras")  # plain Keras, safe mode
     x = load_images([p for p, _ in result.folder.splits["test"]], 32)
     assert np.allclose(reloaded.predict(x, verbose=0), result.model.predict(x, verbose=0), atol=1e-6)
+    plain = subprocess.run(  # a fresh process that never imports finetune
+        [sys.executable, "-c", "import sys, keras; m = keras.models.load_model(sys.argv[1]); print(m.output_shape)",
+         str(run_dir / "model.keras")], capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 0 and "(None, 3)" in plain.stdout, plain.stderr[-1500:]
     model, cfg, names = load_run(run_dir)
     assert names == ["class_a", "class_b", "class_c"] and cfg.image_size == 32
     assert TrainConfig.load(run_dir / "config.yaml") == result.config
