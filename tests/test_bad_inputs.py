@@ -141,6 +141,14 @@ def test_symlink_loop_in_class_folder_neither_hangs_nor_crashes(tmp_path):
     assert len(used_paths(root)) == 20
 
 
+def test_file_name_that_is_not_utf8_is_skipped(tmp_path):
+    root = make_image_folder(tmp_path / "d", classes=2, per_class=10, size=16)
+    (root / "class_a" / os.fsdecode(b"latin1-caf\xe9.png")).write_bytes(encoded(rgb_image(), "PNG"))
+    folder = scan_folder(root)
+    assert [s.reason for s in folder.skipped] == ["file name is not valid UTF-8; rename the file"]
+    assert len(used_paths(root)) == 20
+
+
 # --- used, after conversion --------------------------------------------------------------------
 
 @pytest.mark.parametrize("make, expected", [
@@ -293,6 +301,14 @@ def test_file_broken_after_the_scan_is_dropped_from_the_epoch(tmp_path, damage, 
     damage(Path(folder.splits["train"][3][0]))
     ds = make_dataset(folder.splits["train"], 16, batch_size=4, shuffle=True, cache=cache)
     assert sum(int(images.shape[0]) for images, _ in ds) == 9
+
+
+def test_file_cache_in_a_given_folder(tmp_path):
+    root = make_image_folder(tmp_path / "d", classes=2, per_class=4, size=16)
+    items = scan_folder(root, val_split=0, test_split=0).splits["train"]
+    ds = make_dataset(items, 8, batch_size=4, cache=str(tmp_path / "decoded"))
+    assert [sum(int(x.shape[0]) for x, _ in ds) for _ in range(2)] == [8, 8]
+    assert any(p.name.startswith("decoded") for p in tmp_path.iterdir())
 
 
 def test_auto_cache_streams_when_decoded_images_exceed_the_budget():
