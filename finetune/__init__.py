@@ -25,10 +25,18 @@ from .metrics import classification_metrics  # noqa: E402
 from .runs import RunError, evaluate_split, load_run, train  # noqa: E402
 from .training import FineTuneResult, ModelParts, build_model, fine_tune  # noqa: E402
 from .transfer import UnfreezePolicy, freeze  # noqa: E402
+from .trainer import Trainer  # noqa: E402
+from .lr_find import lr_find  # noqa: E402
+from .optim import discriminative_optimizer, make_optimizer, make_schedule  # noqa: E402
+from .reuse import reuse  # noqa: E402
+from .uncertainty import mc_predict  # noqa: E402
+from .training import TrainingDiverged  # noqa: E402
 
 __all__ = [
     "Backbone", "ConfigError", "DataError", "FineTuneResult", "HeadConfig", "ImageFolder", "ModelParts",
     "RunError", "TrainConfig", "UnfreezePolicy", "augmentation", "build_classifier", "build_model",
     "classification_metrics", "evaluate_split", "fine_tune", "freeze", "get_backbone", "list_backbones",
     "load_image", "load_run", "make_dataset", "register", "scan_folder", "train",
+    "Trainer", "lr_find", "make_optimizer", "make_schedule", "discriminative_optimizer", "reuse", "mc_predict",
+    "TrainingDiverged",
 ]

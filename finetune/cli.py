@@ -31,6 +31,11 @@ class FinetuneGroup(click.Group):
         except Exception as err:  # noqa: BLE001 - every error reaches the user as one line
             if ctx.params.get("debug") or os.environ.get("FINETUNE_DEBUG"):
                 raise
+            from .training import TrainingDiverged
+
+            if isinstance(err, TrainingDiverged):
+                click.secho(f"error: {err}", fg="red", err=True)
+                sys.exit(3)
             known = _known_errors()
             if isinstance(err, known):
                 click.secho(f"error: {err}", fg="red", err=True)
@@ -94,6 +99,16 @@ TRAIN_OPTIONS = [
     _opt("--unfreeze-from", str, "Unfreeze from this layer name or prefix (e.g. block6, block5_conv1)."),
     _opt("--unfreeze-blocks", int, "Instead: unfreeze the last N blocks."),
     _opt("--unfreeze-fraction", float, "Instead: unfreeze this top fraction of the base's layers."),
+    _opt("--schedule", click.Choice(["constant", "power", "exponential", "piecewise", "plateau", "1cycle", "cosine"]),
+         "Learning-rate schedule within each phase."),
+    _opt("--warmup-epochs", float, "Linear warm-up epochs of the cosine schedule."),
+    click.option("--discriminative/--no-discriminative", "discriminative", default=None,
+                 help="Phase 2: base blocks learn at rates spread geometrically from tune-lr/100 to tune-lr. [default: off]"),
+    _opt("--clipnorm", float, "Clip gradients to this global norm."),
+    _opt("--loop", click.Choice(["fit", "trainer"]), "Training loop: Keras fit, or finetune's GradientTape Trainer."),
+    _opt("--strategy", click.Choice(["auto", "none", "mirrored", "multiworker"]), "tf.distribute strategy (multiworker reads TF_CONFIG)."),
+    _opt("--precision", click.Choice(["float32", "mixed"]), "mixed = mixed_float16 (GPU)."),
+    click.option("--jit/--no-jit", "jit", default=None, help="XLA-compile training steps (GPU; slow on CPU). [default: off]"),
     _opt("--patience", int, "Early-stopping patience on val loss, best weights restored (0 disables)."),
     _opt("--class-weight", click.Choice(["balanced"]), "Weight classes inversely to their frequency."),
     click.option("--cache-features/--no-cache-features", "cache_features", default=None,
@@ -117,12 +132,17 @@ def _apply(options):
 @click.option("--config", "config_path", type=click.Path(), help="A config.yaml (e.g. from a run folder); options given here override it.")
 @_apply(TRAIN_OPTIONS)
 @click.option("--overwrite", is_flag=True, help="Replace a run folder of the same --name instead of making a new one.")
+@click.option("--resume", "resume_dir", type=click.Path(), help="Continue an interrupted run from its last completed epoch.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def train(data_dir, config_path, overwrite, quiet, **options):
+def train(data_dir, config_path, overwrite, resume_dir, quiet, **options):
     """Fine-tune on DATA_DIR (one subfolder per class, or train/ val/ [test/])."""
     from .config import ConfigError, TrainConfig
     from .runs import train as run_training
 
+    if resume_dir:
+        config_path = config_path or str(Path(resume_dir) / "config.yaml")
+        if not Path(config_path).exists():
+            raise click.UsageError(f"{resume_dir!r} is not a run folder (no config.yaml)")
     base = TrainConfig.load(config_path).to_dict() if config_path else TrainConfig().to_dict()
     given = {k: v for k, v in options.items() if v is not None}
     if "hidden" in given:
@@ -135,8 +155,8 @@ def train(data_dir, config_path, overwrite, quiet, **options):
     config = TrainConfig.from_dict({**base, **given})
     if not config.data:
         raise click.UsageError("give DATA_DIR or a --config with a `data:` entry")
-    click.echo(f"finetune: training {config.backbone} on {config.data}")
-    run_dir, result, metrics = run_training(config, overwrite=overwrite, verbose=0 if quiet else 1)
+    click.echo(f"finetune: {'resuming' if resume_dir else 'training'} {config.backbone} on {config.data}")
+    run_dir, result, metrics = run_training(config, overwrite=overwrite, verbose=0 if quiet else 1, resume=resume_dir)
     if result.folder.skipped:
         click.secho(f"skipped {len(result.folder.skipped)} unreadable file(s); see {run_dir / 'report.md'}", fg="yellow")
     if metrics:
@@ -229,6 +249,37 @@ def predict(args, top_k, csv_path, imagenet, unsafe):
             click.echo(f"{row[0]}: {pairs}")
     if not good:
         sys.exit(1)
+
+
+@main.command("lr-find")
+@click.argument("data_dir", type=click.Path())
+@click.option("--backbone", default=None, help="Pretrained network [default: efficientnet_lite0].")
+@click.option("--weights", default=None, help="'imagenet', 'none' or a weights file [default: imagenet].")
+@click.option("--image-size", type=int, default=None, help="Input size [default: the backbone's].")
+@click.option("--optimizer", default="adam", show_default=True, help="Optimizer name.")
+@click.option("--steps", default=200, show_default=True, help="Steps of the exponential sweep.")
+@click.option("--plot", "plot_path", default="lr_find.png", show_default=True, type=click.Path(), help="Where to write the loss-vs-LR plot.")
+def lr_find_command(data_dir, backbone, weights, image_size, optimizer, steps, plot_path):
+    """Sweep the head's learning rate exponentially on cached features and suggest one."""
+    from .config import TrainConfig
+    from .features import FeatureCache
+    from .lr_find import lr_find
+    from .data import scan_folder
+    from .training import build_model, loss_for
+
+    given = {k: v for k, v in (("backbone", backbone), ("weights", weights), ("image_size", image_size)) if v is not None}
+    config = TrainConfig.from_dict({**TrainConfig().to_dict(), **given, "data": data_dir, "optimizer": optimizer})
+    folder = scan_folder(data_dir, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
+    parts = build_model(config.backbone, folder.num_classes, weights=config.weights, image_size=config.image_size,
+                        head=config.head_config(), augment="none", seed=config.seed)
+    loader = dict(image_size=parts.image_size, batch_size=config.batch_size, binary=folder.binary)
+    config.image_size = parts.image_size
+    x, y = FeatureCache.for_run(config, parts).get_or_compute(folder.splits["train"], loader, parts, verbose=1)[:2]
+    result = lr_find(parts.classifier, (x, y), loss=loss_for(folder.num_classes), optimizer=optimizer,
+                     steps=steps, batch_size=config.batch_size)
+    result.plot(plot_path)
+    click.echo(f"suggested learning rate: {result.suggestion:.2g} (steepest descent; min-loss/10 = {result.min_loss_lr:.2g})")
+    click.echo(f"plot: {plot_path}\nuse it: finetune train {data_dir} --lr {result.suggestion:.2g}")
 
 
 @main.command()

@@ -65,3 +65,22 @@ def test_help_and_backbones_listing():
     assert code == 0 and "--unfreeze-from" in out and "[default: efficientnet_lite0]" in out
     code, out = run("backbones")
     assert code == 0 and "vgg16" in out and "block5_conv1" in out
+
+
+def test_lr_find_command_writes_plot_and_suggests(image_folder, tmp_path):
+    code, out = run("lr-find", image_folder, "--backbone", "tiny_cnn", "--weights", "none", "--image-size", 32,
+                    "--steps", 60, "--plot", tmp_path / "lr.png")
+    assert code == 0, out
+    assert "suggested learning rate:" in out and (tmp_path / "lr.png").stat().st_size > 5000
+
+
+def test_divergence_stops_with_a_named_cause_and_exit_code_3(image_folder, tmp_path):
+    code, out = run("train", image_folder, *TINY_FLAGS, "--optimizer", "sgd", "--lr", "10", "--l2", "10", "--head-epochs", 5,
+                    "--tune-epochs", 0, "--no-cache-features", "--output", tmp_path / "runs")
+    assert code == 3, out
+    assert "NaN/inf" in out and "learning rate is probably too high" in out
+
+
+def test_resume_flag_needs_a_run_folder(tmp_path):
+    code, out = run("train", "--resume", tmp_path)
+    assert code == 2 and "not a run folder" in out
