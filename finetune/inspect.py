@@ -94,13 +94,14 @@ def plot_worst_mistakes(rows: Sequence[LossRow], path: str | Path, *, columns: i
 
     columns = max(1, min(columns, len(rows)))
     lines = max(1, math.ceil(len(rows) / columns))
-    fig, axes = plt.subplots(lines, columns, figsize=(3.0 * columns, 3.3 * lines + 0.5), dpi=100, squeeze=False)
+    titles = [f"{row.true} / {row.predicted} p={row.p_predicted:.2f}" for row in rows]
+    cell = max(3.0, 0.085 * max(map(len, titles), default=0))  # inches: wide enough that titles never overlap
+    fig, axes = plt.subplots(lines, columns, figsize=(cell * columns, cell * 1.1 * lines + 0.5), dpi=100, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, row in zip(axes.flat, rows):
+    for ax, row, text in zip(axes.flat, rows, titles):
         ax.imshow(load_image(row.path))
-        ax.set_title(f"{row.true} / {row.predicted} p={row.p_predicted:.2f}\n{Path(row.path).name}",
-                     fontsize=10, color="darkgreen" if row.correct else "firebrick")
+        ax.set_title(f"{text}\n{Path(row.path).name}", fontsize=10, color="darkgreen" if row.correct else "firebrick")
     if not rows:
         axes.flat[0].text(0.5, 0.5, "no test images", ha="center", va="center")
     fig.suptitle(f"{title}: true / predicted", fontsize=12)
