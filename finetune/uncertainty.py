@@ -125,12 +125,13 @@ def mc_predict(
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}.")
     if has_dropout(model):
-        predictor = mc_dropout_model(model, seed=seed)
+        predictor, passes = mc_dropout_model(model, seed=seed), samples
     else:
-        predictor, samples = model, 1
+        predictor, passes = model, 1  # deterministic: one pass stands for all
     draws = np.stack(
-        [np.asarray(predictor.predict(x, batch_size=batch_size, verbose=0)) for _ in range(samples)]
+        [np.asarray(predictor.predict(x, batch_size=batch_size, verbose=0)) for _ in range(passes)]
     ).astype(np.float64)
+    draws = np.repeat(draws, samples // passes, axis=0)
     mean = draws.mean(axis=0)
     return MCResult(mean=mean, std=draws.std(axis=0), entropy=predictive_entropy(mean), samples=draws)
 

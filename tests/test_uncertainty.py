@@ -33,6 +33,7 @@ def test_without_dropout_mc_equals_the_deterministic_prediction(make_model):
     expected = model.predict(X, verbose=0)
     np.testing.assert_allclose(result.mean, expected, rtol=1e-6)
     assert np.all(result.std == 0)
+    assert result.samples.shape == (5, *expected.shape)
     assert result.entropy.shape == (len(X),)
 
 
