@@ -48,9 +48,10 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from .backbones import UnknownBackboneError
     from .config import ConfigError
     from .data import DataError
+    from .export import ExportError
     from .runs import RunError
 
-    return (DataError, ConfigError, UnknownBackboneError, RunError, FileNotFoundError)
+    return (DataError, ConfigError, UnknownBackboneError, RunError, ExportError, FileNotFoundError)
 
 
 @click.group(cls=FinetuneGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -63,6 +64,8 @@ def main(debug: bool) -> None:
     finetune train DATA_DIR            two-phase fine-tuning, writes runs/<name>/
     finetune evaluate RUN_DIR          metrics on the test split (or another folder)
     finetune predict RUN_DIR IMAGES... top-k classes per image
+    finetune export RUN_DIR            SavedModel / TFLite / ONNX with a parity check
+    finetune lr-find DATA_DIR          suggest a learning rate
     finetune backbones                 the available pretrained networks
     """
     import_tensorflow_quietly()
@@ -114,6 +117,8 @@ TRAIN_OPTIONS = [
     click.option("--cache-features/--no-cache-features", "cache_features", default=None,
                  help="Run the frozen base once and train the head on cached features. [default: on]"),
     _opt("--cache-variants", int, "Augmented copies per image in the feature cache."),
+    click.option("--tensorboard/--no-tensorboard", "tensorboard", default=None, help="TensorBoard logs in RUN/tensorboard. [default: off]"),
+    _opt("--mlflow", str, "MLflow tracking URI (e.g. sqlite:///mlflow.db); needs `pip install mlflow`."),
     _opt("--output", str, "Folder that receives run folders."),
     _opt("--name", str, "Run folder name [default: DATA-BACKBONE-TIMESTAMP]."),
 ]
@@ -167,8 +172,9 @@ def train(data_dir, config_path, overwrite, resume_dir, quiet, **options):
 @main.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--data", "data_dir", type=click.Path(), help="Evaluate on this class-folder tree instead of the run's test split.")
+@click.option("--tta", is_flag=True, help="Also report accuracy with test-time augmentation (flips and crops averaged).")
 @click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs code stored in the model).")
-def evaluate(run_dir, data_dir, unsafe):
+def evaluate(run_dir, data_dir, tta, unsafe):
     """Accuracy, per-class precision/recall/F1 and confusion matrix of a trained run."""
     from .data import scan_folder
     from .runs import evaluate_split
@@ -191,6 +197,11 @@ def evaluate(run_dir, data_dir, unsafe):
     click.echo("confusion matrix (rows = true):")
     for name, row in zip(class_names, metrics["confusion_matrix"]):
         click.echo(f"  {name:<{width}} " + " ".join(f"{v:5d}" for v in row))
+    if tta:
+        from .inspect import evaluate_tta
+
+        result = evaluate_tta(model, items, class_names, config.image_size, batch_size=config.batch_size)
+        click.echo(f"TTA accuracy: {result['accuracy_tta']:.2%} (without TTA: {result['accuracy']:.2%})")
 
 
 @main.command()
@@ -249,6 +260,20 @@ def predict(args, top_k, csv_path, imagenet, unsafe):
             click.echo(f"{row[0]}: {pairs}")
     if not good:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["savedmodel", "tflite", "onnx"]), default="tflite", show_default=True,
+              help="Export format (onnx needs `pip install keras-finetune[onnx]`).")
+@click.option("--quantize", type=click.Choice(["float16", "int8"]), default=None, help="TFLite weight quantization (int8 = dynamic range).")
+@click.option("--out", "out_path", type=click.Path(), default=None, help="Output path [default: RUN_DIR/export/...].")
+def export(run_dir, fmt, quantize, out_path):
+    """Export a trained run for deployment and check it against the Keras model."""
+    from .export import export as export_model
+
+    result = export_model(run_dir, fmt, out_path, quantize=quantize)
+    click.echo(result.summary())
 
 
 @main.command("lr-find")

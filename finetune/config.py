@@ -64,6 +64,8 @@ class TrainConfig:
     strategy: str = "none"
     precision: str = "float32"
     jit: bool = False
+    tensorboard: bool = False
+    mlflow: str | None = None
     class_weight: str | None = None
     cache_features: bool = True
     cache_variants: int = 0

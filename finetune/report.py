@@ -74,7 +74,12 @@ def markdown_report(
                   "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         for name, m in metrics["per_class"].items():
             lines.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
-    lines += ["", "## Plots", ""] + [f"![{Path(img).stem}]({img})" for img in images]
+    captions = {"curves": "Training curves", "confusion": "Confusion matrix",
+                "worst": "Worst mistakes (test images with the highest loss)"}
+    lines += ["", "## Plots", ""]
+    for img in images:
+        stem = Path(img).stem
+        lines += [f"### {captions.get(stem, stem)}", "", f"![{stem}]({img})", ""]
     lines += ["", f"## Skipped files ({len(skipped)})", ""]
     if skipped:
         lines += [f"- `{path}`: {reason}" for path, reason in skipped[:200]]

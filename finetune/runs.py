@@ -25,7 +25,9 @@ import keras
 from .backbones import get_backbone
 from .config import ConfigError, TrainConfig
 from .data import make_dataset, scan_folder
+from .inspect import plot_worst_mistakes, top_losses
 from .metrics import classification_metrics, probabilities
+from .tracking import log_final_metrics, tracking_callbacks
 from .report import markdown_report, plot_confusion, plot_curves
 from .training import FineTuneResult, fine_tune
 
@@ -74,7 +76,7 @@ def evaluate_split(model: keras.Model, items, class_names, image_size: int, batc
     return classification_metrics(labels, probs, class_names)
 
 
-def inference_model(model: keras.Model) -> keras.Model:
+def _without_training_state(model: keras.Model) -> keras.Model:
     """The same layers without the training state (optimizer, schedule, loss).
 
     What is saved then loads with plain ``keras.models.load_model`` in a
@@ -88,7 +90,7 @@ def inference_model(model: keras.Model) -> keras.Model:
 def save_run(result: FineTuneResult, run_dir: str | Path, metrics: dict[str, Any] | None) -> Path:
     """Write the whole run folder for ``result``."""
     run_dir = Path(run_dir)
-    atomic_write(run_dir / "model.keras", inference_model(result.model).save)
+    atomic_write(run_dir / "model.keras", _without_training_state(result.model).save)
     atomic_text(run_dir / "config.yaml", _yaml(result.config))
     atomic_text(run_dir / "labels.txt", "\n".join(result.class_names) + "\n")
     atomic_text(run_dir / "history.csv", _csv(result.history))
@@ -98,6 +100,8 @@ def save_run(result: FineTuneResult, run_dir: str | Path, metrics: dict[str, Any
     if metrics and metrics.get("n"):
         plot_confusion(metrics["confusion_matrix"], result.class_names, run_dir / "confusion.png")
         images.append("confusion.png")
+    if (run_dir / "worst.png").exists():
+        images.append("worst.png")
     payload = {"test": metrics, "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
                "skipped": len(result.folder.skipped), "unfreeze_epoch": result.unfreeze_epoch,
                "class_names": result.class_names}
@@ -143,8 +147,10 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
     if resume is None:
         run_dir = new_run_dir(config.output, config.name or _default_name(config), overwrite=overwrite)
         atomic_text(run_dir / "config.yaml", _yaml(config))
+    trackers = tracking_callbacks(run_dir, tensorboard=config.tensorboard, mlflow_uri=config.mlflow,
+                                  params=config.to_dict()) if (config.tensorboard or config.mlflow) else []
     try:
-        result = fine_tune(folder, config, verbose=verbose, callbacks=callbacks,
+        result = fine_tune(folder, config, verbose=verbose, callbacks=[*callbacks, *trackers],
                            checkpoint_dir=run_dir / "checkpoint", resume=resume is not None)
     except BaseException:
         if resume is None and not (run_dir / "checkpoint" / "state.json").exists():
@@ -154,6 +160,10 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
     metrics = evaluate_split(result.model, test_items, result.class_names, result.parts.image_size, config.batch_size) if test_items else None
     if metrics is not None:
         metrics["split"] = "test" if result.folder.splits.get("test") else "val"
+        worst = top_losses(result.model, test_items, result.class_names, result.parts.image_size, k=16)
+        plot_worst_mistakes(worst, run_dir / "worst.png")
+    if trackers:
+        log_final_metrics(trackers, metrics or {})
     save_run(result, run_dir, metrics)
     shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
     return run_dir, result, metrics

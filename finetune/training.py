@@ -350,6 +350,8 @@ class _Recipe:
     """One run of the two-phase recipe (kept as an object so each phase reads simply)."""
 
     def __init__(self, config: TrainConfig, callbacks, verbose: int, checkpoint_dir, resume: bool):
+        if config.strategy == "multiworker" and config.loop == "fit":
+            config.loop = "trainer"  # model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras #20585)
         self.config, self.user_callbacks, self.verbose = config, list(callbacks), verbose
         self.store = RunCheckpoint(checkpoint_dir) if checkpoint_dir else None
         self.resume = resume

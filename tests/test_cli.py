@@ -22,9 +22,15 @@ def test_train_evaluate_predict_end_to_end(image_folder, tmp_path):
     run_dir = tmp_path / "runs" / "e2e"
     assert (run_dir / "model.keras").exists()
 
-    code, out = run("evaluate", run_dir)
+    assert (run_dir / "worst.png").exists() and "worst.png" in (run_dir / "report.md").read_text()
+
+    code, out = run("evaluate", run_dir, "--tta")
     assert code == 0, out
-    assert "accuracy:" in out and "confusion matrix" in out and "class_a" in out
+    assert "accuracy:" in out and "confusion matrix" in out and "class_a" in out and "TTA accuracy:" in out
+
+    code, out = run("export", run_dir, "--format", "tflite", "--out", tmp_path / "m.tflite")
+    assert code == 0, out
+    assert (tmp_path / "m.tflite").exists() and "top-1" in out.lower()
 
     image = next((image_folder / "class_b").iterdir())
     code, out = run("predict", run_dir, image, "-k", 2)
