@@ -23,12 +23,12 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, unfreeze_ep
                 ax.plot(epochs, values, style, label=label, markersize=3.5, linewidth=1.6)
         if unfreeze_epoch is not None:
             ax.axvline(unfreeze_epoch - 0.5, color="grey", linestyle="--", linewidth=1)
-            ax.annotate("unfreeze", xy=(unfreeze_epoch - 0.5, 1), xycoords=("data", "axes fraction"),
-                        xytext=(4, -14), textcoords="offset points", color="dimgrey", fontsize=9)
+            ax.annotate("unfreeze", xy=(unfreeze_epoch - 0.5, 0), xycoords=("data", "axes fraction"),
+                        xytext=(4, 6), textcoords="offset points", color="dimgrey", fontsize=9)
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right" if metric == "accuracy" else "upper right")
+        ax.legend(loc="best")
         if epochs:
             ax.set_xlim(0.5, max(epochs) + 0.5)
     fig.tight_layout()
@@ -41,10 +41,12 @@ def plot_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], 
     cm = np.asarray(matrix, dtype=float)
     k = len(class_names)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    size = min(2.0 + 0.6 * k, 14)
-    fig, ax = plt.subplots(figsize=(size + 1, size), dpi=110)
+    longest = max(len(str(name)) for name in class_names)
+    size = min(2.5 + 0.6 * k + 0.06 * longest, 16)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size), dpi=110)
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k), labels=class_names, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center")
+    rotate = k > 4 or longest * k > 40
+    ax.set_xticks(range(k), labels=class_names, rotation=35 if rotate else 0, ha="right" if rotate else "center")
     ax.set_yticks(range(k), labels=class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
