@@ -71,8 +71,8 @@ def main(debug: bool) -> None:
     import_tensorflow_quietly()
 
 
-def _opt(name: str, type_, help_: str, **kw):
-    field = name.lstrip("-").replace("-", "_")
+def _opt(name: str, type_, help_: str, field: str | None = None, **kw):
+    field = field or name.lstrip("-").replace("-", "_")
     default = getattr(_defaults(), field, None)
     shown = "backbone's" if default is None else default
     return click.option(name, field, type=type_, default=None, help=f"{help_} [default: {shown}]", **kw)
@@ -81,6 +81,8 @@ def _opt(name: str, type_, help_: str, **kw):
 TRAIN_OPTIONS = [
     _opt("--backbone", str, "Pretrained network (see `finetune backbones`)."),
     _opt("--weights", str, "'imagenet', 'none' (random) or a path to a weights file."),
+    _opt("--from", str, "Start from a saved model's layers instead of a backbone (a .keras or .h5 file).", field="from_model"),
+    _opt("--drop-top", int, "With --from: how many top layers of the saved model to drop."),
     _opt("--image-size", int, "Square input size in pixels."),
     _opt("--batch-size", int, "Images per batch."),
     _opt("--val-split", float, "Validation fraction per class when DATA_DIR is not pre-split."),
@@ -160,7 +162,8 @@ def train(data_dir, config_path, overwrite, resume_dir, quiet, **options):
     config = TrainConfig.from_dict({**base, **given})
     if not config.data:
         raise click.UsageError("give DATA_DIR or a --config with a `data:` entry")
-    click.echo(f"finetune: {'resuming' if resume_dir else 'training'} {config.backbone} on {config.data}")
+    source = config.from_model or config.backbone
+    click.echo(f"finetune: {'resuming' if resume_dir else 'training'} {source} on {config.data}")
     run_dir, result, metrics = run_training(config, overwrite=overwrite, verbose=0 if quiet else 1, resume=resume_dir)
     if result.folder.skipped:
         click.secho(f"skipped {len(result.folder.skipped)} unreadable file(s); see {run_dir / 'report.md'}", fg="yellow")

@@ -34,6 +34,8 @@ class TrainConfig:
     data: str = ""
     backbone: str = "efficientnet_lite0"
     weights: str = "imagenet"
+    from_model: str | None = None
+    drop_top: int = 1
     image_size: int | None = None
     batch_size: int = 32
     val_split: float = 0.1

@@ -142,7 +142,7 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
     # Everything that can be checked before training is checked before a run folder exists.
     folder = scan_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
     spec = get_backbone(config.backbone)
-    if (config.image_size or spec.input_size) < spec.min_input_size:
+    if not config.from_model and (config.image_size or spec.input_size) < spec.min_input_size:
         raise ConfigError(f"image_size: {config.image_size}px is too small for {spec.name} (minimum {spec.min_input_size}px)")
     if resume is None:
         run_dir = new_run_dir(config.output, config.name or _default_name(config), overwrite=overwrite)

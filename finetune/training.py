@@ -33,7 +33,7 @@ from .config import ConfigError, TrainConfig
 from .data import ImageFolder, balanced_class_weights, epoch_batches, make_dataset, scan_folder
 from .features import FeatureCache, extract_features
 from .heads import HeadConfig, build_classifier, pooling_layer
-from .transfer import UnfreezePolicy, freeze
+from .transfer import UnfreezePolicy, backbone_from_model, freeze
 
 
 class TrainingDiverged(RuntimeError):
@@ -85,7 +85,7 @@ def build_model(
     head = head or HeadConfig()
     base = spec.build((size, size, 3), spec.resolve_weights(weights))
     freeze(base)
-    pool = pooling_layer(head.pooling)
+    pool = pooling_layer(head.pooling) if len(base.outputs[0].shape) == 4 else keras.layers.Identity(name="pool")
     preprocess = preprocessing_layer(spec.preprocessing)
     aug = augmentation(augment, seed=seed)
 
@@ -368,9 +368,10 @@ class _Recipe:
         if config.precision == "mixed":
             keras.mixed_precision.set_global_policy("mixed_float16")
         self.strategy = _strategy(config.strategy)
+        backbone = backbone_from_model(config.from_model, config.drop_top) if config.from_model else config.backbone
         with self.strategy.scope():
             parts = build_model(
-                config.backbone, folder.num_classes, weights=config.weights, image_size=config.image_size,
+                backbone, folder.num_classes, weights=config.weights, image_size=config.image_size,
                 head=config.head_config(), augment=config.augment, seed=config.seed,
             )
         config.image_size = parts.image_size

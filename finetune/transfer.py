@@ -10,6 +10,7 @@ to ``trainable`` (#6405); :func:`finetune.training.fine_tune` does that.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -109,3 +110,34 @@ class UnfreezePolicy:
         if self.last_blocks is not None:
             return f"last {self.last_blocks} block(s)"
         return f"top {self.fraction:.0%} of layers"
+
+
+def backbone_from_model(path: str, drop_top: int = 1, *, unsafe: bool = False):
+    """A :class:`~finetune.backbones.Backbone` made of a saved model's layers (``--from model.keras``).
+
+    The model is cloned with :func:`finetune.reuse.reuse` (the file is never
+    changed), its top ``drop_top`` layers dropped. It must take square RGB
+    images (H, H, 3) as finetune feeds them: raw pixels in [0, 255], so any
+    scaling it needs must be inside it. Phase 2 unfreezes all reused layers
+    unless an unfreeze point is given.
+    """
+    from .backbones import Backbone
+    from .config import ConfigError
+    from .reuse import reuse
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file {path!r} does not exist; pass a .keras or .h5 file to --from")
+    body = reuse(path, drop_top=drop_top, freeze=True, unsafe=unsafe)
+    shape = tuple(body.inputs[0].shape[1:])
+    if len(shape) != 3 or shape[2] != 3 or shape[0] != shape[1] or shape[0] is None:
+        raise ConfigError(
+            f"--from {path}: the model takes inputs of shape {shape}; finetune feeds square RGB images "
+            "(size, size, 3), so reuse a model built on such images"
+        )
+    names = [layer.name for layer in body.layers if layer.weights]
+    return Backbone(
+        name="from_" + re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(path)), family="reused model", input_size=int(shape[0]),
+        preprocessing="none", build=lambda input_shape, weights: body,
+        unfreeze_points={"all": names[0] if names else body.layers[-1].name}, block_pattern=r"^(.+)$",
+        min_input_size=int(shape[0]), offline_weights=lambda: os.path.abspath(path),
+    )

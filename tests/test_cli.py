@@ -90,3 +90,25 @@ def test_divergence_stops_with_a_named_cause_and_exit_code_3(image_folder, tmp_p
 def test_resume_flag_needs_a_run_folder(tmp_path):
     code, out = run("train", "--resume", tmp_path)
     assert code == 2 and "not a run folder" in out
+
+
+def test_train_from_a_saved_model_reuses_its_layers_without_changing_it(image_folder, tmp_path):
+    import keras
+    import numpy as np
+
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv_a")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dense(16, activation="relu", name="dense_a")(x)
+    source = keras.Model(inputs, keras.layers.Dense(5, activation="softmax", name="old_top")(x))
+    source.save(tmp_path / "a.keras")
+    before = [np.array(w) for w in source.get_weights()]
+
+    code, out = run("train", image_folder, "--from", tmp_path / "a.keras", "--drop-top", 1, "--batch-size", 8,
+                    "--augment", "none", "--head-epochs", 2, "--tune-epochs", 1, "-q", "--output", tmp_path / "runs", "--name", "b")
+    assert code == 0, out
+    model = keras.models.load_model(tmp_path / "runs" / "b" / "model.keras")
+    assert model.output_shape == (None, 3)
+    after = keras.models.load_model(tmp_path / "a.keras").get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
