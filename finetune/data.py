@@ -274,6 +274,10 @@ def scan_folder(
     else:
         class_names = [p.name for p in _class_dirs(root)]
         listed = {"all": {name: _list_class_files(root / name, skipped) for name in class_names}}
+        skipped.extend(
+            Skipped(str(p), "image outside any class folder; move it into a class subfolder")
+            for p in sorted(root.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
     _check_classes(presplit["train"] if presplit else root, class_names, listed)
     if presplit:
         _check_split_classes(presplit, class_names)

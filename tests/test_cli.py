@@ -112,3 +112,16 @@ def test_train_from_a_saved_model_reuses_its_layers_without_changing_it(image_fo
     assert model.output_shape == (None, 3)
     after = keras.models.load_model(tmp_path / "a.keras").get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_predict_imagenet_names_classes_with_the_offline_lite0_head(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    image = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8)).save(image)
+    code, out = run("predict", "--imagenet", image, "-k", 2)
+    assert code == 0, out
+    assert str(image) in out and out.count("%") == 2
+    code, out = run("predict", "only_run_dir")
+    assert code == 2 and "RUN_DIR and at least one image" in out

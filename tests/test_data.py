@@ -88,3 +88,10 @@ def test_dataset_batches_labels_and_class_weights(tmp_path):
     assert float(np.max(images)) <= 255 and labels.dtype.name == "float32"
     assert np.allclose(w.numpy(), np.where(labels.numpy() == 1, 3.0, 1.0))
     assert sum(int(b[0].shape[0]) for b in ds) == 20
+
+
+def test_images_outside_class_folders_are_listed_not_silently_dropped(tmp_path):
+    root = make_image_folder(tmp_path / "d", classes=2, per_class=10)
+    Image.new("RGB", (8, 8)).save(root / "stray.png")
+    folder = scan_folder(root)
+    assert [(s.path.split("/")[-1], "outside any class folder" in s.reason) for s in folder.skipped] == [("stray.png", True)]
