@@ -444,8 +444,12 @@ class _Recipe:
             val = tf.data.Dataset.from_tensor_slices(tuple(val_arrays)).batch(config.batch_size)
         self.timings["features"] = time.perf_counter() - start
         base = tf.data.Dataset.from_tensor_slices((x, y) if w is None else (x, y, w))
-        train = epoch_batches(base, first_epoch, config.head_epochs, batch_size=config.batch_size, seed=config.seed,
-                              buffer=len(x)).prefetch(tf.data.AUTOTUNE)
+        if config.loop == "trainer":  # the Trainer runs a dataset once per epoch
+            train = base.shuffle(len(x), seed=config.seed).batch(config.batch_size)
+        else:
+            train = epoch_batches(base, first_epoch, config.head_epochs, batch_size=config.batch_size,
+                                  seed=config.seed, buffer=len(x))
+        train = train.prefetch(tf.data.AUTOTUNE)
         return train, val, math.ceil(len(x) / config.batch_size)
 
     # -- phase 2 ---------------------------------------------------------------

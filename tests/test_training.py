@@ -84,3 +84,14 @@ def test_binary_uses_one_sigmoid_unit_and_class_weights(binary_folder):
 def test_image_size_too_small_is_refused(image_folder):
     with pytest.raises(ConfigError, match="too small for tiny_cnn"):
         fine_tune(str(image_folder), **{**TINY_RUN, "image_size": 8}, verbose=0)
+
+
+@pytest.mark.parametrize("options", [
+    dict(loop="trainer"),
+    dict(schedule="cosine", warmup_epochs=1, discriminative=True, clipnorm=1.0, optimizer="nesterov"),
+    dict(schedule="plateau", class_weight="balanced", cache_variants=1, augment="light"),
+], ids=["trainer-loop", "cosine-discriminative", "plateau-variants"])
+def test_two_phase_recipe_runs_with_toolkit_options(image_folder, options):
+    result = fine_tune(str(image_folder), **{**TINY_RUN, **options}, head_epochs=3, tune_epochs=2, patience=0, verbose=0)
+    assert [r["phase"] for r in result.history] == ["head"] * 3 + ["tune"] * 2
+    assert all(np.isfinite(r["loss"]) for r in result.history)
