@@ -13,7 +13,7 @@ Test accuracy is reported over seeds with the paired difference against B
 from scratch (95% t confidence interval), and the expected calibration error
 of the recommended model, plain vs MC dropout.
 
-    python bench/fashion_ab.py --seeds 10          # full run (~1 min a seed on 2 cores)
+    python bench/fashion_ab.py --seeds 10          # full run (~75 s a seed on 2 cores)
     python bench/fashion_ab.py --quick             # 2-seed smoke run
 """
 
