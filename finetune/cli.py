@@ -212,13 +212,15 @@ def evaluate(run_dir, data_dir, tta, unsafe):
 @click.option("-k", "--top-k", default=3, show_default=True, help="How many classes to show per image.")
 @click.option("--csv", "csv_path", type=click.Path(), help="Write predictions to this CSV file instead of printing.")
 @click.option("--imagenet", is_flag=True, help="No RUN_DIR: name ImageNet classes with the offline EfficientNet-Lite0 and its original head.")
+@click.option("--mc-samples", type=int, default=0, show_default=True,
+              help="Average this many MC-dropout passes; report the std of each probability and the predictive entropy.")
+@click.option("--tta", is_flag=True, help="Average predictions over flips and crops (test-time augmentation).")
 @click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs code stored in the model).")
-def predict(args, top_k, csv_path, imagenet, unsafe):
+def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
     """Top-k classes for images: `predict RUN_DIR IMAGE_OR_FOLDER...` or `predict --imagenet IMAGE...`."""
     import numpy as np
 
     from .data import IMAGE_EXTENSIONS, check_image, load_images
-    from .metrics import as_class_probs
 
     if imagenet:
         model, image_size, class_names = _imagenet_model()
@@ -245,22 +247,34 @@ def predict(args, top_k, csv_path, imagenet, unsafe):
         else:
             good.append(f)
     k = min(top_k, len(class_names))
+    header = ["path"] + [h for i in range(1, k + 1) for h in (f"class_{i}", f"prob_{i}")]
+    if mc_samples:
+        header += [f"std_{i}" for i in range(1, k + 1)] + ["entropy"]
     for start in range(0, len(good), 64):
         chunk = good[start:start + 64]
-        probs = as_class_probs(model.predict(load_images(chunk, image_size), verbose=0))
-        for f, p in zip(chunk, probs):
+        probs, std, entropy = _predict_batch(model, load_images(chunk, image_size), mc_samples, tta)
+        for j, (f, p) in enumerate(zip(chunk, probs)):
             order = np.argsort(-p)[:k]
-            rows.append([f] + [v for i in order for v in (class_names[i], f"{p[i]:.4f}")])
+            row = [f] + [v for i in order for v in (class_names[i], f"{p[i]:.4f}")]
+            if mc_samples:
+                row += [f"{std[j][i]:.4f}" for i in order] + [f"{entropy[j]:.4f}"]
+            rows.append(row)
     if csv_path:
         with open(csv_path, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["path"] + [h for i in range(1, k + 1) for h in (f"class_{i}", f"prob_{i}")])
+            writer.writerow(header)
             writer.writerows(rows)
         click.echo(f"wrote {len(rows)} predictions to {csv_path}")
     else:
         for row in rows:
-            pairs = ", ".join(f"{row[i]} {float(row[i + 1]):.1%}" for i in range(1, len(row), 2))
-            click.echo(f"{row[0]}: {pairs}")
+            shown = []
+            for n, i in enumerate(range(1, 2 * k + 1, 2)):
+                text = f"{row[i]} {float(row[i + 1]):.1%}"
+                if mc_samples:
+                    text += f" +- {float(row[1 + 2 * k + n]):.1%}"
+                shown.append(text)
+            tail = f" (entropy {float(row[-1]):.3f} nats, {mc_samples} MC-dropout samples)" if mc_samples else ""
+            click.echo(f"{row[0]}: {', '.join(shown)}{tail}")
     if not good:
         sys.exit(1)
 
@@ -326,6 +340,25 @@ def _offline(backbone) -> bool:
         return backbone.offline_weights() is not None
     except Exception:  # noqa: BLE001 - listing must not fail on one broken package
         return False
+
+
+def _predict_batch(model, images, mc_samples: int, tta: bool):
+    """``(probs, std, entropy)``: plain, MC-dropout averaged, or test-time augmented."""
+    import numpy as np
+
+    from .metrics import as_class_probs
+
+    if mc_samples:
+        from .uncertainty import mc_predict
+
+        result = mc_predict(model, images, samples=mc_samples, seed=0)
+        std = result.std if result.std.shape[-1] > 1 else np.concatenate([result.std, result.std], axis=-1)
+        return as_class_probs(result.mean), std, result.entropy
+    if tta:
+        from .inspect import tta_predict
+
+        return as_class_probs(tta_predict(model, images)), None, None
+    return as_class_probs(model.predict(images, verbose=0)), None, None
 
 
 def _imagenet_model():

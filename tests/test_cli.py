@@ -125,3 +125,17 @@ def test_predict_imagenet_names_classes_with_the_offline_lite0_head(tmp_path):
     assert str(image) in out and out.count("%") == 2
     code, out = run("predict", "only_run_dir")
     assert code == 2 and "RUN_DIR and at least one image" in out
+
+
+def test_predict_with_mc_dropout_and_tta(image_folder, tmp_path):
+    code, out = run("train", image_folder, *TINY_FLAGS, "--head-epochs", 2, "--tune-epochs", 0, "--dropout", 0.5,
+                    "--output", tmp_path / "runs", "--name", "mc")
+    assert code == 0, out
+    image = next((image_folder / "class_a").iterdir())
+    code, out = run("predict", tmp_path / "runs" / "mc", image, "--mc-samples", 30, "-k", 2)
+    assert code == 0, out
+    assert "+-" in out and "entropy" in out and "30 MC-dropout samples" in out
+    code, out = run("predict", tmp_path / "runs" / "mc", image, "--mc-samples", 10, "--csv", tmp_path / "mc.csv")
+    assert code == 0 and (tmp_path / "mc.csv").read_text().splitlines()[0].endswith("std_3,entropy")
+    code, out = run("predict", tmp_path / "runs" / "mc", image, "--tta")
+    assert code == 0 and str(image) in out
