@@ -51,13 +51,13 @@ class TrainConfig:
     max_norm: float | None = None
     optimizer: str = "adam"
     lr: float = 1e-3
-    head_epochs: int = 20
+    head_epochs: int = 100
     tune_lr: float | None = None
     tune_epochs: int = 5
     unfreeze_from: str | None = None
     unfreeze_blocks: int | None = None
     unfreeze_fraction: float | None = None
-    patience: int = 5
+    patience: int = 10
     schedule: str = "constant"
     warmup_epochs: float = 0.0
     discriminative: bool = False
