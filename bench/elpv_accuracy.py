@@ -92,6 +92,8 @@ def deitsch_split(seed: int) -> dict[str, list[tuple[Path, str, str]]]:
 
 def write_tree(work: Path, seed: int) -> Path:
     """``work/split-<seed>/{train,val,test}/<class>/<type>_<file>``, hard links; reused when complete."""
+    from finetune.demo import place_cell
+
     dest = work / f"split-{seed}"
     splits = deitsch_split(seed)
     marker = dest / ".complete"
@@ -99,16 +101,7 @@ def write_tree(work: Path, seed: int) -> Path:
         return dest
     for split, rows in splits.items():
         for path, cls, cell_type in rows:
-            folder = dest / split / cls
-            folder.mkdir(parents=True, exist_ok=True)
-            target = folder / f"{cell_type}_{path.name}"
-            if not target.exists():
-                try:
-                    os.link(path, target)
-                except OSError:
-                    import shutil
-
-                    shutil.copyfile(path, target)
+            place_cell(path, cell_type, dest / split / cls)
     marker.write_text(json.dumps({k: len(v) for k, v in splits.items()}))
     return dest
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -54,17 +55,20 @@ def write_elpv_folder(dest: str | Path) -> Path:
     if dest.exists() and sum(1 for _ in dest.rglob("*.png")) == len(records):
         return dest
     for path, probability, cell_type in records:
-        folder = dest / elpv_class(probability)
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{cell_type}_{path.name}"
-        if not target.exists():
-            try:
-                os.link(path, target)
-            except OSError:
-                import shutil
-
-                shutil.copyfile(path, target)
+        place_cell(path, cell_type, dest / elpv_class(probability))
     return dest
+
+
+def place_cell(path: Path, cell_type: str, folder: Path) -> Path:
+    """Hard-link (or copy, across file systems) one ELPV image into ``folder`` as ``<type>_<name>``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{cell_type}_{path.name}"
+    if not target.exists():
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copyfile(path, target)
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:
