@@ -34,7 +34,7 @@ def elpv_split(dest: str | Path = SPLIT_DIR, seed: int = 0) -> Path:
     """Write (once) the stratified ELPV split as ``dest/{train,val,test}/<class>/`` hard links; return ``dest``."""
     import numpy as np
 
-    from finetune.demo import elpv_class, elpv_records
+    from finetune.demo import elpv_class, elpv_records, place_cell
 
     dest = Path(dest)
     records = elpv_records()
@@ -53,16 +53,7 @@ def elpv_split(dest: str | Path = SPLIT_DIR, seed: int = 0) -> Path:
         for rank, index in enumerate(order):
             split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
             path, cell_type = files[index]
-            folder = dest / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            target = folder / f"{cell_type}_{path.name}"
-            if not target.exists():
-                try:
-                    os.link(path, target)
-                except OSError:
-                    import shutil
-
-                    shutil.copyfile(path, target)
+            place_cell(path, cell_type, dest / split / name)
     marker.touch()
     return dest
 
