@@ -71,10 +71,15 @@ def main(debug: bool) -> None:
     import_tensorflow_quietly()
 
 
+#: How an option whose config default is None behaves when it is not given.
+NONE_DEFAULTS = {"image_size": "the backbone's", "tune_lr": "lr/100", "unfreeze_from": "the backbone's top block",
+                 "name": "DATA-BACKBONE-TIMESTAMP", "from_model": "none: use --backbone"}
+
+
 def _opt(name: str, type_, help_: str, field: str | None = None, **kw):
     field = field or name.lstrip("-").replace("-", "_")
     default = getattr(_defaults(), field, None)
-    shown = "backbone's" if default is None else default
+    shown = NONE_DEFAULTS.get(field, "none") if default is None else default
     return click.option(name, field, type=type_, default=None, help=f"{help_} [default: {shown}]", **kw)
 
 
@@ -99,7 +104,7 @@ TRAIN_OPTIONS = [
     _opt("--optimizer", str, "Optimizer: sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, nadam."),
     _opt("--lr", float, "Learning rate of phase 1 (frozen base)."),
     _opt("--head-epochs", int, "Epochs of phase 1 (0 skips it)."),
-    _opt("--tune-lr", float, "Learning rate of phase 2 [lr/100 when unset]."),
+    _opt("--tune-lr", float, "Learning rate of phase 2."),
     _opt("--tune-epochs", int, "Epochs of phase 2 with the top of the base unfrozen (0 skips it)."),
     _opt("--unfreeze-from", str, "Unfreeze from this layer name or prefix (e.g. block6, block5_conv1)."),
     _opt("--unfreeze-blocks", int, "Instead: unfreeze the last N blocks."),
@@ -122,7 +127,7 @@ TRAIN_OPTIONS = [
     click.option("--tensorboard/--no-tensorboard", "tensorboard", default=None, help="TensorBoard logs in RUN/tensorboard. [default: off]"),
     _opt("--mlflow", str, "MLflow tracking URI (e.g. sqlite:///mlflow.db); needs `pip install mlflow`."),
     _opt("--output", str, "Folder that receives run folders."),
-    _opt("--name", str, "Run folder name [default: DATA-BACKBONE-TIMESTAMP]."),
+    _opt("--name", str, "Run folder name."),
 ]
 
 
