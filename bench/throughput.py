@@ -82,7 +82,7 @@ def fit_memory(root: str, n: int, repeats: int) -> dict:
 
     items = _items(root, "train", n)
     model = _model(train=True)
-    x = finetune.load_images([p for p, _ in items], 224)
+    x = finetune.data.load_images([p for p, _ in items], 224)
     y = np.asarray([label for _, label in items], np.int32)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0).batch(BATCH).prefetch(tf.data.AUTOTUNE)
     return _timed_fit(model, dataset, len(items), repeats)
@@ -109,7 +109,7 @@ def predict_bare(root: str, n: int, repeats: int) -> dict:
 
     items = _items(root, "test", n)
     model = _model(train=False)
-    x = finetune.load_images([p for p, _ in items], 224)
+    x = finetune.data.load_images([p for p, _ in items], 224)
     batches = [tf.constant(x[i:i + BATCH]) for i in range(0, len(x), BATCH)]
     forward = tf.function(lambda b: model(b, training=False), reduce_retracing=True)
     for b in batches:  # warm-up: both batch shapes traced
