@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from .data import load_image, load_images
-from .metrics import as_class_probs, classification_metrics
+from .metrics import as_class_probs, classification_metrics, inference_fn
 
 EPS = 1e-7
 
@@ -54,8 +54,8 @@ def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
 
 def predict_files(model: keras.Model, paths: Sequence[str], image_size: int, batch_size: int = 32) -> np.ndarray:
     """Class probabilities ``(n, num_classes)`` for image files (binary sigmoid outputs expanded to 2 columns)."""
-    out = [as_class_probs(np.asarray(model(load_images(list(chunk), image_size), training=False)))
-           for chunk in _chunks(list(paths), batch_size)]
+    forward = inference_fn(model)
+    out = [as_class_probs(forward(load_images(list(chunk), image_size))) for chunk in _chunks(list(paths), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
@@ -151,9 +151,10 @@ def tta_predict(model: keras.Model, images: np.ndarray, *, flip: bool = True, cr
         (1, 5)
     """
     out = []
+    forward = inference_fn(model)
     for chunk in _chunks(np.asarray(images, np.float32), batch_size):
         views = tta_views(chunk, flip=flip, crops=crops, crop_fraction=crop_fraction)
-        out.append(np.mean([as_class_probs(np.asarray(model(v, training=False))) for v in views], axis=0))
+        out.append(np.mean([as_class_probs(forward(v)) for v in views], axis=0))
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
@@ -173,9 +174,10 @@ def evaluate_tta(model: keras.Model, items: Sequence[tuple[str, int]], class_nam
     """
     labels = np.asarray([label for _, label in items], dtype=int)
     plain, augmented = [], []
+    forward = inference_fn(model)
     for chunk in _chunks(list(items), batch_size):
         images = load_images([p for p, _ in chunk], image_size)
-        plain.append(as_class_probs(np.asarray(model(images, training=False))))
+        plain.append(as_class_probs(forward(images)))
         augmented.append(tta_predict(model, images, batch_size=batch_size, **tta))
     k = len(class_names)
     plain_probs = np.concatenate(plain) if plain else np.zeros((0, k))
