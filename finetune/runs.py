@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -140,7 +141,9 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
         if not (run_dir / "checkpoint" / "state.json").exists():
             raise RunError(f"run {str(run_dir)!r} has no checkpoint to resume from (no completed epoch)")
     # Everything that can be checked before training is checked before a run folder exists.
+    started = time.perf_counter()
     folder = scan_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
+    scan_seconds = time.perf_counter() - started
     spec = get_backbone(config.backbone)
     if not config.from_model and (config.image_size or spec.input_size) < spec.min_input_size:
         raise ConfigError(f"image_size: {config.image_size}px is too small for {spec.name} (minimum {spec.min_input_size}px)")
@@ -156,6 +159,7 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
         if resume is None and not (run_dir / "checkpoint" / "state.json").exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping: no completed epoch
         raise
+    result.timings["scan"] = scan_seconds
     test_items = result.folder.splits.get("test") or result.folder.splits.get("val") or []
     metrics = evaluate_split(result.model, test_items, result.class_names, result.parts.image_size, config.batch_size) if test_items else None
     if metrics is not None:
