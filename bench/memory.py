@@ -32,14 +32,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 GOALS_MB = {"scan": 1024, "epoch": 3072}
 
-
-def rss_mb(field: str = "VmRSS") -> float:
-    """Current (``VmRSS``) or peak (``VmHWM``) resident memory of this process, in MB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import rss_mb  # noqa: E402
 
 
 def generate(root: Path, n_images: int, classes: int, size: int = 32) -> Path:

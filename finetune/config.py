@@ -133,13 +133,14 @@ class TrainConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"config must be a mapping of keys to values, got {type(values).__name__}")
         known = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
         kwargs = {}
         for key, value in values.items():
             if key not in known:
                 close = difflib.get_close_matches(str(key), list(known), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"unknown config key {key!r}{hint}")
-            kwargs[key] = _coerce(key, value, typing.get_type_hints(cls)[key])
+            kwargs[key] = _coerce(key, value, hints[key])
         return cls(**kwargs).validate()
 
     @classmethod
@@ -182,20 +183,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise ConfigError(f"{key}: must be a list of integers, got {value!r}")
         return value
-    if base is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: must be true or false, got {value!r}")
-        return value
-    if base is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: must be a number, got {value!r}")
-        return float(value)
-    if base is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: must be an integer, got {value!r}")
-        return value
-    if base is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: must be a string, got {value!r}")
-        return value
+    expected = {bool: (bool, "true or false"), float: ((int, float), "a number"), int: (int, "an integer"),
+                str: (str, "a string")}.get(base)
+    if expected is not None:
+        types_, phrase = expected
+        if not isinstance(value, types_) or (base is not bool and isinstance(value, bool)):
+            raise ConfigError(f"{key}: must be {phrase}, got {value!r}")
+        return float(value) if base is float else value
     return value
