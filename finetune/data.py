@@ -464,9 +464,7 @@ def make_dataset(
     plain = decoded_from(source) if streaming else source
     if epochs is not None:
         # One branch per epoch with a Python-int seed (a tensor seed breaks once a global seed is set).
-        first, last = epochs
-        branches = [(shuffled(seed + e, False) if shuffle else plain).batch(batch_size) for e in range(first, max(last, first + 1))]
-        ds = functools.reduce(lambda a, b: a.concatenate(b), branches)
+        ds = _concat_epochs(lambda e: (shuffled(seed + e, False) if shuffle else plain).batch(batch_size), *epochs)
     else:
         ds = shuffled(seed, True) if shuffle else plain
         if repeat:
@@ -500,8 +498,17 @@ def epoch_batches(ds, first: int, last: int, *, batch_size: int, seed: int, buff
     The order of an epoch depends only on its number, which is what makes a
     resumed run see the same batches as an uninterrupted one.
     """
-    branches = [ds.shuffle(buffer, seed=seed + e, reshuffle_each_iteration=False).batch(batch_size)
-                for e in range(first, max(last, first + 1))]
+    return _concat_epochs(lambda e: ds.shuffle(buffer, seed=seed + e, reshuffle_each_iteration=False).batch(batch_size),
+                          first, last)
+
+
+def _concat_epochs(one_epoch, first: int, last: int):
+    """``one_epoch(e)`` for e in ``first .. last-1``, back to back.
+
+    One branch per epoch with a Python-int seed: a tensor seed inside
+    ``flat_map`` breaks once a global seed is set.
+    """
+    branches = [one_epoch(e) for e in range(first, max(last, first + 1))]
     return functools.reduce(lambda a, b: a.concatenate(b), branches)
 
 

@@ -22,28 +22,15 @@ from typing import Any, Sequence
 import numpy as np
 import keras
 
+from .cache import cache_root, sha256_of
 from .data import make_dataset
 
 MMAP_BYTES = 1 << 30  # arrays above 1 GiB are memory-mapped from the cache file
 
 
-def cache_root() -> Path:
-    """``$FINETUNE_CACHE_DIR`` or the platform user cache dir of finetune."""
-    env = os.environ.get("FINETUNE_CACHE_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("finetune"))
-
-
 @lru_cache(maxsize=32)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_of(path)  # size and mtime are part of the memo key: a changed file is hashed again
 
 
 def weights_fingerprint(weights: str | None) -> str | None:

@@ -19,7 +19,6 @@ EfficientNet: ``stem_conv``, ``block1a_dwconv``, ``block6a_expand_conv``, ...,
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import math
 import os
@@ -28,7 +27,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import platformdirs
+
+from ..cache import cache_root, sha256_of
 
 from .pth import load_state_dict
 from .registry import Backbone, register
@@ -243,15 +243,7 @@ def source_pth(variant: LiteVariant) -> Path:
 
 def cache_dir() -> Path:
     """Where converted weights are kept: ``$FINETUNE_CACHE_DIR`` or the user cache directory."""
-    return Path(os.environ.get("FINETUNE_CACHE_DIR") or platformdirs.user_cache_dir("finetune"))
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return cache_root()
 
 
 def convert_pth(pth: str | os.PathLike, variant: LiteVariant) -> Path:
