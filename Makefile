@@ -1,12 +1,13 @@
 # Two commands do all set-up on a fresh clone:
 #   make demo   fine-tune the offline EfficientNet-Lite0 on the ELPV solar-cell images
 #   make test   run the test suite
+# Benchmarks need their data sets once: make bench-data
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 EXTRAS ?= cpu,lite,demo,test
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test bench-data clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,7 +18,13 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(PY) -m finetune.demo
+	$(PY) examples/elpv_demo.py
+
+# Debian's Fashion-MNIST (for bench/fashion_ab.py, examples/fashion_reuse.py) and the ELPV split of bench/.
+bench-data: venv
+	@if [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q dataset-fashion-mnist; fi
+	$(PY) -c "import sys; sys.path.insert(0, 'bench'); import common; print('ELPV split:', common.elpv_split())"
 
 test: venv
 	$(PY) -m pytest -q

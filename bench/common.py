@@ -22,6 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))  # the ELPV and Fashion-MNIST data readers
 OUT = ROOT / "bench" / "out"  # git-ignored
 SPLIT_DIR = OUT / "elpv-split"
 TEST_FRACTION, VAL_FRACTION = 0.25, 0.10  # test: 25% of each class; val: 10% of the rest
@@ -34,7 +35,7 @@ def elpv_split(dest: str | Path = SPLIT_DIR, seed: int = 0) -> Path:
     """Write (once) the stratified ELPV split as ``dest/{train,val,test}/<class>/`` hard links; return ``dest``."""
     import numpy as np
 
-    from finetune.demo import elpv_class, elpv_records, place_cell
+    from elpv_demo import elpv_class, elpv_records, place_cell
 
     dest = Path(dest)
     records = elpv_records()
@@ -106,9 +107,9 @@ def seed_model(num_classes: int, image_size: int = 224, backbone: str = "efficie
     """
     import keras
 
-    from finetune.augment import augmentation
-    from finetune.backbones import get_backbone, preprocessing_layer
-    from finetune.heads import HeadConfig, build_classifier
+    from finetune.data.augment import augmentation
+    from finetune.models.backbones import get_backbone, preprocessing_layer
+    from finetune.models.heads import HeadConfig, build_classifier
 
     keras.utils.set_random_seed(seed)
     spec = get_backbone(backbone)

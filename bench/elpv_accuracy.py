@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -49,6 +50,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "examples"))  # data readers
 
 TEST_FRACTION = 0.25  # Deitsch et al.: 1,968 train / 656 test
 VAL_FRACTION = 0.10   # of the training cells, for early stopping
@@ -72,7 +74,7 @@ def deitsch_split(seed: int) -> dict[str, list[tuple[Path, str, str]]]:
     """``{"train"|"val"|"test": [(file, class folder, cell type), ...]}`` stratified by class and type."""
     import numpy as np
 
-    from finetune.demo import elpv_class, elpv_records
+    from elpv_demo import elpv_class, elpv_records
 
     strata: dict[tuple[str, str], list[Path]] = {}
     for path, probability, cell_type in elpv_records():
@@ -92,7 +94,7 @@ def deitsch_split(seed: int) -> dict[str, list[tuple[Path, str, str]]]:
 
 def write_tree(work: Path, seed: int) -> Path:
     """``work/split-<seed>/{train,val,test}/<class>/<type>_<file>``, hard links; reused when complete."""
-    from finetune.demo import place_cell
+    from elpv_demo import place_cell
 
     dest = work / f"split-{seed}"
     splits = deitsch_split(seed)

@@ -29,9 +29,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from finetune.fashion import load_fashion_mnist, split_sandal_shirt
-from finetune.reuse import reuse
-from finetune.uncertainty import expected_calibration_error, mc_predict
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))  # data readers
+
+from fashion_data import load_fashion_mnist, split_sandal_shirt
+from finetune.models.reuse import reuse
+from finetune.evaluation.uncertainty import expected_calibration_error, mc_predict
 
 HIDDEN = (300, 100, 50, 50, 50)
 BATCH = 32

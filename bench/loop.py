@@ -1,4 +1,4 @@
-"""Step time of `finetune.trainer.Trainer` against `model.fit`, side by side.
+"""Step time of `finetune.training.loop.Trainer` against `model.fit`, side by side.
 
 Same small CNN (64x64x3 inputs), same in-memory data, same optimizer; each
 method trains its own copy. After one warm-up epoch each (tracing excluded),
@@ -23,7 +23,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from finetune.trainer import Trainer  # noqa: E402
+from finetune.training.loop import Trainer  # noqa: E402
 
 
 def small_cnn(seed: int = 0) -> keras.Model:

@@ -9,8 +9,8 @@ copies the layers, so model A is left untouched. Needs the Debian package
 import keras
 import numpy as np
 
-from finetune.fashion import load_fashion_mnist, split_sandal_shirt
-from finetune.reuse import reuse
+from fashion_data import load_fashion_mnist, split_sandal_shirt
+from finetune.models.reuse import reuse
 
 (x, y), (x_test, y_test) = load_fashion_mnist()
 x, x_test = x / 255.0, x_test / 255.0

@@ -1,42 +1,129 @@
 """finetune: turn a pretrained network into a strong image classifier, on Keras 3.
 
+The package is layered: :mod:`finetune.data` (where images come from),
+:mod:`finetune.models` (networks), :mod:`finetune.training` (the recipe as
+phases), :mod:`finetune.evaluation` (reads models, never trains), and on top
+:mod:`finetune.config`, :mod:`finetune.runs`, :mod:`finetune.export`,
+:mod:`finetune.tracking` and :mod:`finetune.cli`. Everything a user needs is
+importable from here.
+
 Example:
     >>> import finetune
+    >>> "fine_tune" in finetune.__all__
+    True
     >>> result = finetune.fine_tune("flowers/", head_epochs=10, tune_epochs=5)   # doctest: +SKIP
     >>> result.model.predict(images)                                           # doctest: +SKIP
 """
 
+import importlib as _importlib
+import importlib.abc as _abc
+import importlib.util as _util
 import os as _os
+import sys as _sys
+import types as _types
+import warnings as _warnings
 
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from ._quiet import import_tensorflow_quietly as _import_tensorflow_quietly  # noqa: E402
-
-_import_tensorflow_quietly()
-
 __version__ = "0.1.0"
 
-from .augment import augmentation  # noqa: E402
-from .backbones import Backbone, get_backbone, list_backbones, register  # noqa: E402
-from .config import ConfigError, TrainConfig  # noqa: E402
-from .data import DataError, ImageFolder, load_image, make_dataset, scan_folder  # noqa: E402
-from .heads import HeadConfig, build_classifier  # noqa: E402
-from .metrics import classification_metrics  # noqa: E402
-from .runs import RunError, evaluate_split, load_run, train  # noqa: E402
-from .training import FineTuneResult, ModelParts, build_model, fine_tune  # noqa: E402
-from .transfer import UnfreezePolicy, freeze  # noqa: E402
-from .trainer import Trainer  # noqa: E402
-from .lr_find import lr_find  # noqa: E402
-from .optim import discriminative_optimizer, make_optimizer, make_schedule  # noqa: E402
-from .reuse import reuse  # noqa: E402
-from .uncertainty import mc_predict  # noqa: E402
-from .training import TrainingDiverged  # noqa: E402
+#: The public API: name -> the module that defines it. Imported on first use, so that
+#: ``import finetune.cli`` (and ``finetune --help``) does not start TensorFlow.
+_PUBLIC = {
+    "ConfigError": "finetune.config", "TrainConfig": "finetune.config",
+    "DataError": "finetune.data", "ImageFolder": "finetune.data", "load_image": "finetune.data",
+    "make_dataset": "finetune.data", "scan_folder": "finetune.data",
+    "augmentation": "finetune.data.augment",
+    "classification_metrics": "finetune.evaluation",
+    "mc_predict": "finetune.evaluation.uncertainty",
+    "Backbone": "finetune.models", "HeadConfig": "finetune.models", "ModelParts": "finetune.models",
+    "UnfreezePolicy": "finetune.models", "build_classifier": "finetune.models", "build_model": "finetune.models",
+    "freeze": "finetune.models", "get_backbone": "finetune.models", "list_backbones": "finetune.models",
+    "register": "finetune.models", "reuse": "finetune.models",
+    "RunError": "finetune.runs", "evaluate_split": "finetune.runs", "load_run": "finetune.runs",
+    "train": "finetune.runs",
+    "FineTuneResult": "finetune.training", "Phase": "finetune.training", "TrainingDiverged": "finetune.training",
+    "fine_tune": "finetune.training", "fit_phase": "finetune.training",
+    "Trainer": "finetune.training.loop",
+    "lr_find": "finetune.training.lr_find",
+    "discriminative_optimizer": "finetune.training.optim", "make_optimizer": "finetune.training.optim",
+    "make_schedule": "finetune.training.optim",
+}
+__all__ = sorted(_PUBLIC)
 
-__all__ = [
-    "Backbone", "ConfigError", "DataError", "FineTuneResult", "HeadConfig", "ImageFolder", "ModelParts",
-    "RunError", "TrainConfig", "UnfreezePolicy", "augmentation", "build_classifier", "build_model",
-    "classification_metrics", "evaluate_split", "fine_tune", "freeze", "get_backbone", "list_backbones",
-    "load_image", "load_run", "make_dataset", "register", "scan_folder", "train",
-    "Trainer", "lr_find", "make_optimizer", "make_schedule", "discriminative_optimizer", "reuse", "mc_predict",
-    "TrainingDiverged",
-]
+
+def _public(name: str):
+    module = _PUBLIC[name]
+    if module != "finetune.config":
+        from ._compat import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
+    return getattr(_importlib.import_module(module), name)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = _public(name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'finetune' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))
+
+
+#: Module paths of finetune 0.1 and where they live now. They keep working, with a DeprecationWarning.
+MOVED_MODULES = {
+    "finetune.augment": "finetune.data.augment",
+    "finetune.backbones": "finetune.models.backbones",
+    "finetune.distribute": "finetune.training.distribute",
+    "finetune.features": "finetune.training.features",
+    "finetune.heads": "finetune.models.heads",
+    "finetune.inspect": "finetune.evaluation.diagnostics",
+    "finetune.lr_find": "finetune.training.lr_find",
+    "finetune.metrics": "finetune.evaluation",
+    "finetune.optim": "finetune.training.optim",
+    "finetune.report": "finetune.evaluation.report",
+    "finetune.reuse": "finetune.models.reuse",
+    "finetune.trainer": "finetune.training.loop",
+    "finetune.transfer": "finetune.models.freeze",
+    "finetune.uncertainty": "finetune.evaluation.uncertainty",
+}
+
+
+class _MovedModuleFinder(_abc.MetaPathFinder, _abc.Loader):
+    """Serves an old module path (and its submodules) from the module's new home."""
+
+    def find_spec(self, name, path=None, target=None):
+        old = next((o for o in MOVED_MODULES if name == o or name.startswith(o + ".")), None)
+        if old is None:
+            return None
+        return _util.spec_from_loader(name, self)
+
+    def create_module(self, spec):
+        old = next(o for o in MOVED_MODULES if spec.name == o or spec.name.startswith(o + "."))
+        new = MOVED_MODULES[old] + spec.name[len(old):]
+        if spec.name == old:
+            _warnings.warn(f"{old} moved to {MOVED_MODULES[old]}; the old path will be removed in finetune 0.3",
+                           DeprecationWarning, stacklevel=6)
+        return _importlib.import_module(new)
+
+    def exec_module(self, module):
+        pass
+
+
+class _Package(_types.ModuleType):
+    """Keeps ``finetune.reuse`` and ``finetune.lr_find`` the functions after their old module paths are imported.
+
+    Importing ``finetune.reuse`` as a module makes Python set the package attribute
+    ``reuse`` to that module; these properties ignore the assignment.
+    """
+
+    reuse = property(lambda self: _public("reuse"), lambda self, value: None)
+    lr_find = property(lambda self: _public("lr_find"), lambda self, value: None)
+
+
+_sys.modules[__name__].__class__ = _Package
+if not any(isinstance(f, _MovedModuleFinder) for f in _sys.meta_path):
+    _sys.meta_path.append(_MovedModuleFinder())

@@ -9,7 +9,11 @@ from pathlib import Path
 
 import click
 
-from ._quiet import import_tensorflow_quietly
+from ._compat import import_tensorflow_quietly
+from .choices import (
+    AUGMENT_PRESETS, CLASS_WEIGHTS, EXPORT_FORMATS, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, QUANTIZATIONS, SCHEDULES,
+    STRATEGIES,
+)
 
 EXIT_USAGE = 2
 
@@ -31,7 +35,7 @@ class FinetuneGroup(click.Group):
         except Exception as err:  # noqa: BLE001 - every error reaches the user as one line
             if ctx.params.get("debug") or os.environ.get("FINETUNE_DEBUG"):
                 raise
-            from .training import TrainingDiverged
+            from .training.phase import TrainingDiverged
 
             if isinstance(err, TrainingDiverged):
                 click.secho(f"error: {err}", fg="red", err=True)
@@ -45,10 +49,10 @@ class FinetuneGroup(click.Group):
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from .backbones import UnknownBackboneError
     from .config import ConfigError
     from .data import DataError
     from .export import ExportError
+    from .models.backbones import UnknownBackboneError
     from .runs import RunError
 
     return (DataError, ConfigError, UnknownBackboneError, RunError, ExportError, FileNotFoundError)
@@ -68,6 +72,10 @@ def main(debug: bool) -> None:
     finetune lr-find DATA_DIR          suggest a learning rate
     finetune backbones                 the available pretrained networks
     """
+
+
+def _start_tensorflow() -> None:
+    """Import TensorFlow quietly, once a command is about to run (never for --help)."""
     import_tensorflow_quietly()
 
 
@@ -93,15 +101,15 @@ TRAIN_OPTIONS = [
     _opt("--val-split", float, "Validation fraction per class when DATA_DIR is not pre-split."),
     _opt("--test-split", float, "Test fraction per class when DATA_DIR is not pre-split."),
     _opt("--seed", int, "Seed of the split, initialisation and shuffling."),
-    _opt("--augment", click.Choice(["none", "light", "seed"]), "Augmentation preset ('seed' = seed 002's ImageDataGenerator)."),
-    _opt("--pooling", click.Choice(["avg", "max", "flatten"]), "How the feature map becomes a vector."),
+    _opt("--augment", click.Choice(AUGMENT_PRESETS), "Augmentation preset ('seed' = seed 002's ImageDataGenerator)."),
+    _opt("--pooling", click.Choice(POOLINGS), "How the feature map becomes a vector."),
     _opt("--hidden", str, "Hidden Dense sizes of the head, comma separated, e.g. 256 or 512,128."),
     _opt("--activation", str, "Activation of the hidden head layers."),
     _opt("--dropout", float, "Dropout rate in the head."),
     _opt("--l1", float, "L1 kernel regularization of the head."),
     _opt("--l2", float, "L2 kernel regularization of the head."),
     _opt("--max-norm", float, "Max-norm constraint on head kernels."),
-    _opt("--optimizer", str, "Optimizer: sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, nadam."),
+    _opt("--optimizer", click.Choice(OPTIMIZERS), "Optimizer."),
     _opt("--lr", float, "Learning rate of phase 1 (frozen base)."),
     _opt("--head-epochs", int, "Epochs of phase 1 (0 skips it)."),
     _opt("--tune-lr", float, "Learning rate of phase 2."),
@@ -109,18 +117,18 @@ TRAIN_OPTIONS = [
     _opt("--unfreeze-from", str, "Unfreeze from this layer name or prefix (e.g. block6, block5_conv1)."),
     _opt("--unfreeze-blocks", int, "Instead: unfreeze the last N blocks."),
     _opt("--unfreeze-fraction", float, "Instead: unfreeze this top fraction of the base's layers."),
-    _opt("--schedule", click.Choice(["constant", "power", "exponential", "piecewise", "plateau", "1cycle", "cosine"]),
+    _opt("--schedule", click.Choice(SCHEDULES),
          "Learning-rate schedule within each phase."),
     _opt("--warmup-epochs", float, "Linear warm-up epochs of the cosine schedule."),
     click.option("--discriminative/--no-discriminative", "discriminative", default=None,
                  help="Phase 2: base blocks learn at rates spread geometrically from tune-lr/100 to tune-lr. [default: off]"),
     _opt("--clipnorm", float, "Clip gradients to this global norm."),
-    _opt("--loop", click.Choice(["fit", "trainer"]), "Training loop: Keras fit, or finetune's GradientTape Trainer."),
-    _opt("--strategy", click.Choice(["auto", "none", "mirrored", "multiworker"]), "tf.distribute strategy (multiworker reads TF_CONFIG)."),
-    _opt("--precision", click.Choice(["float32", "mixed"]), "mixed = mixed_float16 (GPU)."),
+    _opt("--loop", click.Choice(LOOPS), "Training loop: Keras fit, or finetune's GradientTape Trainer."),
+    _opt("--strategy", click.Choice(STRATEGIES), "tf.distribute strategy (multiworker reads TF_CONFIG)."),
+    _opt("--precision", click.Choice(PRECISIONS), "mixed = mixed_float16 (GPU)."),
     click.option("--jit/--no-jit", "jit", default=None, help="XLA-compile training steps (GPU; slow on CPU). [default: off]"),
     _opt("--patience", int, "Early-stopping patience on val loss, best weights restored (0 disables)."),
-    _opt("--class-weight", click.Choice(["balanced"]), "Weight classes inversely to their frequency."),
+    _opt("--class-weight", click.Choice(CLASS_WEIGHTS), "Weight classes inversely to their frequency."),
     click.option("--cache-features/--no-cache-features", "cache_features", default=None,
                  help="Run the frozen base once and train the head on cached features. [default: on]"),
     _opt("--cache-variants", int, "Augmented copies per image in the feature cache."),
@@ -148,6 +156,7 @@ def _apply(options):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def train(data_dir, config_path, overwrite, resume_dir, quiet, **options):
     """Fine-tune on DATA_DIR (one subfolder per class, or train/ val/ [test/])."""
+    _start_tensorflow()
     from .config import ConfigError, TrainConfig
     from .runs import train as run_training
 
@@ -184,6 +193,7 @@ def train(data_dir, config_path, overwrite, resume_dir, quiet, **options):
 @click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs code stored in the model).")
 def evaluate(run_dir, data_dir, tta, unsafe):
     """Accuracy, per-class precision/recall/F1 and confusion matrix of a trained run."""
+    _start_tensorflow()
     from .data import scan_folder
     from .runs import evaluate_split
 
@@ -206,7 +216,7 @@ def evaluate(run_dir, data_dir, tta, unsafe):
     for name, row in zip(class_names, metrics["confusion_matrix"]):
         click.echo(f"  {name:<{width}} " + " ".join(f"{v:5d}" for v in row))
     if tta:
-        from .inspect import evaluate_tta
+        from .evaluation.diagnostics import evaluate_tta
 
         result = evaluate_tta(model, items, class_names, config.image_size, batch_size=config.batch_size)
         click.echo(f"TTA accuracy: {result['accuracy_tta']:.2%} (without TTA: {result['accuracy']:.2%})")
@@ -223,6 +233,7 @@ def evaluate(run_dir, data_dir, tta, unsafe):
 @click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs code stored in the model).")
 def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
     """Top-k classes for images: `predict RUN_DIR IMAGE_OR_FOLDER...` or `predict --imagenet IMAGE...`."""
+    _start_tensorflow()
     import numpy as np
 
     from .data import IMAGE_EXTENSIONS, check_image, load_images
@@ -286,12 +297,13 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
 
 @main.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["savedmodel", "tflite", "onnx"]), default="tflite", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="tflite", show_default=True,
               help="Export format (onnx needs `pip install keras-finetune[onnx]`).")
-@click.option("--quantize", type=click.Choice(["float16", "int8"]), default=None, help="TFLite weight quantization (int8 = dynamic range).")
+@click.option("--quantize", type=click.Choice(QUANTIZATIONS), default=None, help="TFLite weight quantization (int8 = dynamic range).")
 @click.option("--out", "out_path", type=click.Path(), default=None, help="Output path [default: RUN_DIR/export/...].")
 def export(run_dir, fmt, quantize, out_path):
     """Export a trained run for deployment and check it against the Keras model."""
+    _start_tensorflow()
     from .export import export as export_model
 
     result = export_model(run_dir, fmt, out_path, quantize=quantize)
@@ -308,11 +320,12 @@ def export(run_dir, fmt, quantize, out_path):
 @click.option("--plot", "plot_path", default="lr_find.png", show_default=True, type=click.Path(), help="Where to write the loss-vs-LR plot.")
 def lr_find_command(data_dir, backbone, weights, image_size, optimizer, steps, plot_path):
     """Sweep the head's learning rate exponentially on cached features and suggest one."""
+    _start_tensorflow()
     from .config import TrainConfig
-    from .features import FeatureCache
-    from .lr_find import lr_find
+    from .training.features import FeatureCache
+    from .training.lr_find import lr_find
     from .data import scan_folder
-    from .training import build_model, loss_for
+    from .models import build_model, loss_for
 
     given = {k: v for k, v in (("backbone", backbone), ("weights", weights), ("image_size", image_size)) if v is not None}
     config = TrainConfig.from_dict({**TrainConfig().to_dict(), **given, "data": data_dir, "optimizer": optimizer})
@@ -332,7 +345,8 @@ def lr_find_command(data_dir, backbone, weights, image_size, optimizer, steps, p
 @main.command()
 def backbones():
     """List the pretrained networks with their size, input size and offline availability."""
-    from .backbones import list_backbones
+    _start_tensorflow()
+    from .models import list_backbones
 
     click.echo(f"{'name':<20} {'family':<17} {'params':>7}  {'input':>5}  {'unfreeze from':<26} weights offline")
     for b in list_backbones():
@@ -351,27 +365,27 @@ def _predict_batch(model, images, mc_samples: int, tta: bool):
     """``(probs, std, entropy)``: plain, MC-dropout averaged, or test-time augmented."""
     import numpy as np
 
-    from .metrics import as_class_probs
+    from .evaluation.predict import as_class_probs, predict_batches
 
     if mc_samples:
-        from .uncertainty import mc_predict
+        from .evaluation.uncertainty import mc_predict
 
         result = mc_predict(model, images, samples=mc_samples, seed=0)
         std = result.std if result.std.shape[-1] > 1 else np.concatenate([result.std, result.std], axis=-1)
         return as_class_probs(result.mean), std, result.entropy
     if tta:
-        from .inspect import tta_predict
+        from .evaluation.diagnostics import tta_predict
 
         return as_class_probs(tta_predict(model, images)), None, None
-    return as_class_probs(model.predict(images, verbose=0)), None, None
+    return predict_batches(model, images, as_classes=True), None, None
 
 
 def _imagenet_model():
     """EfficientNet-Lite0 with its ImageNet head: raw RGB in, softmax over 1000 classes out."""
     import keras
 
-    from .backbones import get_backbone, preprocessing_layer
-    from .backbones.imagenet import imagenet_class_names
+    from .models.backbones import get_backbone, preprocessing_layer
+    from .models.backbones.imagenet import imagenet_class_names
 
     spec = get_backbone("efficientnet_lite0")
     classifier = spec.imagenet_top("imagenet")

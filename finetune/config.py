@@ -8,7 +8,6 @@ wrong type or an out-of-range value raises :class:`ConfigError` naming the key.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import types
 import typing
@@ -18,9 +17,10 @@ from typing import Any
 
 import yaml
 
-from .augment import PRESETS
-from .heads import HeadConfig
-from .optim import OPTIMIZERS, SCHEDULES
+from .choices import (
+    AUGMENT_PRESETS, CLASS_WEIGHTS, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, SCHEDULES, STRATEGIES,
+)
+from .util import suggest
 
 
 class ConfigError(ValueError):
@@ -78,7 +78,10 @@ class TrainConfig:
     def resolved_tune_lr(self) -> float:
         return self.tune_lr if self.tune_lr is not None else self.lr / 100
 
-    def head_config(self) -> HeadConfig:
+    def head_config(self):
+        """The :class:`~finetune.models.HeadConfig` these fields describe."""
+        from .models.heads import HeadConfig  # imports Keras: only when a model is built
+
         return HeadConfig(self.pooling, list(self.hidden), self.activation, self.dropout, self.l1, self.l2, self.max_norm)
 
     def validate(self) -> "TrainConfig":
@@ -105,14 +108,14 @@ class TrainConfig:
             _check_range("unfreeze_blocks", self.unfreeze_blocks, 1, None)
         if any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden: layer sizes must be >= 1, got {self.hidden}")
-        _check_choice("augment", self.augment, PRESETS)
-        _check_choice("pooling", self.pooling, ("avg", "max", "flatten"))
-        _check_choice("class_weight", self.class_weight, (None, "balanced"))
+        _check_choice("augment", self.augment, AUGMENT_PRESETS)
+        _check_choice("pooling", self.pooling, POOLINGS)
+        _check_choice("class_weight", self.class_weight, (None, *CLASS_WEIGHTS))
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("loop", self.loop, ("fit", "trainer"))
-        _check_choice("strategy", self.strategy, ("auto", "none", "mirrored", "multiworker"))
-        _check_choice("precision", self.precision, ("float32", "mixed"))
+        _check_choice("loop", self.loop, LOOPS)
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        _check_choice("precision", self.precision, PRECISIONS)
         _check_range("warmup_epochs", self.warmup_epochs, 0, None)
         if self.clipnorm is not None:
             _check_range("clipnorm", self.clipnorm, 0, None, inclusive_low=False)
@@ -124,9 +127,6 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         """Build and validate from a mapping, coercing YAML types and naming bad keys."""
@@ -137,9 +137,7 @@ class TrainConfig:
         kwargs = {}
         for key, value in values.items():
             if key not in known:
-                close = difflib.get_close_matches(str(key), list(known), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigError(f"unknown config key {key!r}{hint}")
+                raise ConfigError(f"unknown config key {key!r}.{suggest(key, known)}".rstrip("."))
             kwargs[key] = _coerce(key, value, hints[key])
         return cls(**kwargs).validate()
 

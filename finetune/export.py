@@ -18,6 +18,10 @@ Example:
 
 from __future__ import annotations
 
+from ._compat import import_tensorflow_quietly
+
+import_tensorflow_quietly()  # before Keras starts TensorFlow
+
 import os
 import shutil
 import tempfile
@@ -29,7 +33,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from .metrics import as_class_probs
+from .evaluation.predict import as_class_probs, predict_batches
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 QUANTIZATIONS = ("float16", "int8")
@@ -153,7 +157,7 @@ def export(
     image_size = int(model.inputs[0].shape[1])
     batch, source = _parity_images(images, test_items, image_size)
     model = inference_model(model)
-    expected = as_class_probs(_predict(model, batch))  # also a first call, which Keras's ONNX export requires
+    expected = as_class_probs(predict_batches(model, batch))  # also a first call, which Keras's ONNX export requires
     _write(model, format, quantize, out_path)
     got = as_class_probs(run_exported(out_path, format, batch))
     parity = Parity(
@@ -230,11 +234,6 @@ def _parity_images(images, test_items, image_size: int) -> tuple[np.ndarray, str
         return load_images([p for p, _ in test_items], image_size), "test split"
     rng = np.random.default_rng(0)
     return rng.uniform(0, 255, (32, image_size, image_size, 3)).astype(np.float32), "generated"
-
-
-def _predict(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    return np.concatenate([np.asarray(model(images[i:i + batch_size], training=False))
-                           for i in range(0, len(images), batch_size)])
 
 
 def _write(model: keras.Model, format: str, quantize: str | None, out_path: Path) -> None:

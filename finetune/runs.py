@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -23,14 +22,19 @@ from typing import Any, Callable
 
 import keras
 
-from .backbones import get_backbone
 from .config import ConfigError, TrainConfig
 from .data import make_dataset, scan_folder
-from .inspect import plot_worst_mistakes, top_losses
-from .metrics import classification_metrics, probabilities
+from .evaluation.diagnostics import plot_worst_mistakes, top_losses
+from .evaluation.metrics import classification_metrics
+from .evaluation.predict import probabilities
+from .evaluation.report import markdown_report, plot_confusion, plot_curves
+from .models import get_backbone
 from .tracking import log_final_metrics, tracking_callbacks
-from .report import markdown_report, plot_confusion, plot_curves
 from .training import FineTuneResult, fine_tune
+from .util import atomic_text, atomic_write, yaml_text
+
+
+RUN_CONFIG_HEADER = "finetune run config: `finetune train --config this-file` reproduces the run"
 
 
 class RunError(ValueError):
@@ -51,23 +55,6 @@ def new_run_dir(output: str | Path, name: str | None, *, overwrite: bool = False
         suffix += 1
     path.mkdir(parents=True)
     return path
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then rename the result onto ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def evaluate_split(model: keras.Model, items, class_names, image_size: int, batch_size: int = 32) -> dict[str, Any]:
@@ -92,7 +79,7 @@ def save_run(result: FineTuneResult, run_dir: str | Path, metrics: dict[str, Any
     """Write the whole run folder for ``result``."""
     run_dir = Path(run_dir)
     atomic_write(run_dir / "model.keras", _without_training_state(result.model).save)
-    atomic_text(run_dir / "config.yaml", _yaml(result.config))
+    atomic_text(run_dir / "config.yaml", yaml_text(result.config.to_dict(), RUN_CONFIG_HEADER))
     atomic_text(run_dir / "labels.txt", "\n".join(result.class_names) + "\n")
     atomic_text(run_dir / "history.csv", _csv(result.history))
     atomic_text(run_dir / "skipped.csv", _csv([{"path": s.path, "reason": s.reason} for s in result.folder.skipped], ["path", "reason"]))
@@ -149,7 +136,7 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
         raise ConfigError(f"image_size: {config.image_size}px is too small for {spec.name} (minimum {spec.min_input_size}px)")
     if resume is None:
         run_dir = new_run_dir(config.output, config.name or _default_name(config), overwrite=overwrite)
-        atomic_text(run_dir / "config.yaml", _yaml(config))
+        atomic_text(run_dir / "config.yaml", yaml_text(config.to_dict(), RUN_CONFIG_HEADER))
     trackers = tracking_callbacks(run_dir, tensorboard=config.tensorboard, mlflow_uri=config.mlflow,
                                   params=config.to_dict()) if (config.tensorboard or config.mlflow) else []
     try:
@@ -189,14 +176,6 @@ def load_run(run_dir: str | Path, *, safe_mode: bool = True) -> tuple[keras.Mode
     config = TrainConfig.load(run_dir / "config.yaml")
     class_names = (run_dir / "labels.txt").read_text(encoding="utf-8").splitlines()
     return model, config, class_names
-
-
-def _yaml(config: TrainConfig) -> str:
-    import yaml
-
-    return "# finetune run config: `finetune train --config this-file` reproduces the run\n" + yaml.safe_dump(
-        config.to_dict(), sort_keys=False
-    )
 
 
 def _csv(rows, fieldnames=None) -> str:

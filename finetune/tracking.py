@@ -13,6 +13,10 @@ folder store (``file:`` URIs) is refused unless ``MLFLOW_ALLOW_FILE_STORE=true``
 
 from __future__ import annotations
 
+from ._compat import import_tensorflow_quietly
+
+import_tensorflow_quietly()  # before Keras starts TensorFlow
+
 import math
 import os
 import re

@@ -4,7 +4,7 @@ import struct
 import numpy as np
 import pytest
 
-from finetune import fashion
+import fashion_data as fashion
 
 
 def write_idx(path, array, type_code=0x08, gz=True):

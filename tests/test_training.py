@@ -16,7 +16,7 @@ def _base_weights(parts):
 
 def _fine_tune_with(parts, folder, **kwargs):
     """Run fine_tune on a model we built (and kept a copy of) ourselves."""
-    import finetune.training as training
+    import finetune.training.recipe as training
 
     original = training.build_model
     training.build_model = lambda *a, **k: parts

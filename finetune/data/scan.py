@@ -1,4 +1,4 @@
-"""Image folders -> checked file lists -> ``tf.data`` pipelines.
+"""Image folders -> checked, stratified file lists.
 
 Two layouts are accepted, as with ``flow_from_directory``::
 
@@ -27,25 +27,17 @@ What happens to unusual input:
 
 from __future__ import annotations
 
-import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
-from PIL import Image, ImageOps
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
-DECODERS = ("JPEG", "PNG", "BMP", "DIB", "GIF", "WEBP", "TIFF")  # formats PIL may open; others are refused
+from .images import IMAGE_EXTENSIONS, DataError, check_image
+
 SPLIT_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
-MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused as likely decompression bombs
-CACHE_BUDGET_BYTES = 2 * 1024**3  # cache="auto" keeps decoded images in memory only below this
-
-
-class DataError(ValueError):
-    """A problem with the user's image folder, phrased so they can fix it."""
 
 
 @dataclass(frozen=True)
@@ -95,90 +87,6 @@ class ImageFolder:
         if self.skipped:
             text += f"; {len(self.skipped)} file(s) skipped"
         return text
-
-
-def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = None) -> np.ndarray:
-    """Decode one image to RGB ``uint8`` (H, W, 3), honouring EXIF rotation.
-
-    Grayscale, palette, CMYK, 16-bit and RGBA images are converted to RGB
-    (transparency is composited on white); animated GIFs give their first frame.
-    ``size`` resizes (bilinear) to a square or ``(height, width)``.
-    Images over :data:`MAX_IMAGE_PIXELS` raise :class:`DataError` before any
-    pixel is decoded. Corrupt files raise whatever PIL raises (see :func:`check_image`).
-    """
-    try:
-        opened = Image.open(path, formats=DECODERS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise DataError(f"{_bomb_message()} ({err})") from None
-    with opened as img:
-        if img.width * img.height > MAX_IMAGE_PIXELS:
-            raise DataError(f"{img.width}x{img.height} pixels: {_bomb_message()}")
-        img.seek(0)
-        img = ImageOps.exif_transpose(img)
-        img = _to_rgb(img)
-        if size is not None:
-            h, w = (size, size) if isinstance(size, int) else size
-            if img.size != (w, h):
-                img = img.resize((w, h), Image.BILINEAR)
-        return np.asarray(img, dtype=np.uint8)
-
-
-def _bomb_message() -> str:
-    return f"over the {MAX_IMAGE_PIXELS:,}-pixel limit (possible decompression bomb); downscale the file"
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max() > 255 else 255.0
-        scaled = np.clip(arr / top * 255, 0, 255).round().astype(np.uint8)
-        return Image.fromarray(scaled).convert("RGB")
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGB", img.size, (255, 255, 255))
-        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
-        return background
-    return img.convert("RGB")
-
-
-def check_image(path: str) -> str | None:
-    """Decode ``path`` fully; return ``None`` if usable, else the reason it is not.
-
-    Never raises: every failure, whatever PIL raises, becomes a one-line reason.
-    PNG chunk checksums are verified too, which decoding alone does not do.
-    """
-    try:
-        if os.path.getsize(path) == 0:
-            return "empty file (0 bytes)"
-        _verify_checksums(path)
-        load_image(path)
-        return None
-    except DataError as err:
-        return str(err)
-    except Exception as err:  # PIL raises many types for corrupt data
-        return _reason(err)
-
-
-def _verify_checksums(path: str) -> None:
-    """Raise if a PNG chunk's CRC is wrong (PIL does not check image data CRCs when decoding)."""
-    with Image.open(path, formats=DECODERS) as img:
-        if img.format == "PNG":
-            img.verify()
-
-
-def _reason(err: Exception) -> str:
-    """A one-line reason for a decoding failure."""
-    if isinstance(err, Image.UnidentifiedImageError):
-        return f"cannot decode: not a readable {'/'.join(DECODERS)} image (wrong content or a corrupt header)"
-    if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-        return f"{_bomb_message()} ({err})"
-    if isinstance(err, FileNotFoundError):
-        return "file disappeared during the scan"
-    detail = str(err).splitlines()[0] if str(err) else ""
-    if isinstance(err, SyntaxError) and "checksum" in detail:
-        return f"cannot decode: corrupt file, bad CRC checksum ({detail})"
-    return f"cannot decode: {type(err).__name__}: {detail}".rstrip(": ")
 
 
 def _list_class_files(class_dir: Path, skipped: list[Skipped]) -> list[str]:
@@ -391,127 +299,3 @@ def _stratified_split(
         splits["val"] += [(p, label) for p in picked[n_test:n_test + n_val]]
         splits["train"] += [(p, label) for p in picked[n_test + n_val:]]
     return splits
-
-
-def balanced_class_weights(counts: Sequence[int]) -> list[float]:
-    """``n / (k * n_c)`` per class, as scikit-learn's ``class_weight="balanced"``."""
-    counts = np.asarray(counts, dtype=np.float64)
-    weights = counts.sum() / (len(counts) * np.maximum(counts, 1))
-    return weights.tolist()
-
-
-def make_dataset(
-    items: Sequence[tuple[str, int]],
-    image_size: int,
-    *,
-    batch_size: int = 32,
-    binary: bool = False,
-    shuffle: bool = False,
-    seed: int = 0,
-    class_weights: Sequence[float] | None = None,
-    cache: str | None = "auto",
-    repeat: bool = False,
-    epochs: tuple[int, int] | None = None,
-    cache_budget: int = CACHE_BUDGET_BYTES,
-):
-    """A batched ``tf.data.Dataset`` of ``(images, labels[, sample_weights])``.
-
-    Images are RGB float32 in [0, 255] at ``image_size``; decoding runs in
-    parallel. Labels are float 0/1 for ``binary``, else integers. Class
-    weights become per-sample weights, which ``model.fit`` honours with tf.data.
-    A file that fails to decode mid-run (deleted, corrupted) is dropped, never raised.
-
-    ``cache`` keeps decoded images so later epochs skip decoding: ``"memory"``,
-    a file path (a ``tf.data`` file cache), ``None`` (stream: decode every
-    epoch; memory stays flat whatever the dataset size), or ``"auto"`` (the
-    default): memory when the decoded set, ``len(items) * image_size**2 * 3``
-    bytes, fits in ``cache_budget`` (2 GiB by default), else streaming. When
-    streaming, file names are shuffled before decoding, so no buffer of decoded
-    images is held; otherwise the shuffle buffer is bounded by ``cache_budget`` too.
-
-    ``epochs=(first, last)`` yields epochs ``first .. last-1`` back to back,
-    epoch ``e`` shuffled with seed ``seed + e``: the order depends only on the
-    epoch number, so a resumed run sees the same batches as an uninterrupted one.
-    """
-    import tensorflow as tf
-
-    paths = [p for p, _ in items]
-    labels = np.asarray([label for _, label in items], dtype=np.float32 if binary else np.int32)
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-
-    def decode(path, label):
-        image = tf.numpy_function(
-            lambda p: load_image(p.decode("utf-8"), image_size), [path], tf.uint8, stateful=False
-        )
-        image.set_shape((image_size, image_size, 3))
-        return image, label
-
-    def decoded_from(files):
-        return files.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
-
-    cache = resolve_cache(cache, len(paths), image_size, cache_budget)
-    streaming = cache is None
-    source = ds if streaming else decoded_from(ds).cache("" if cache == "memory" else str(cache))
-    buffer = max(1, min(len(paths), 10_000, cache_budget // (image_size * image_size * 3)))
-
-    def shuffled(epoch_seed, reshuffle: bool):
-        """One pass in shuffled order: file names when streaming, decoded images otherwise."""
-        if streaming:
-            names = source.shuffle(max(1, len(paths)), seed=epoch_seed, reshuffle_each_iteration=reshuffle)
-            return decoded_from(names)
-        return source.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=reshuffle)
-
-    plain = decoded_from(source) if streaming else source
-    if epochs is not None:
-        # One branch per epoch with a Python-int seed (a tensor seed breaks once a global seed is set).
-        ds = _concat_epochs(lambda e: (shuffled(seed + e, False) if shuffle else plain).batch(batch_size), *epochs)
-    else:
-        ds = shuffled(seed, True) if shuffle else plain
-        if repeat:
-            ds = ds.repeat()
-        ds = ds.batch(batch_size)
-
-    if class_weights is not None:
-        table = tf.constant(np.asarray(class_weights, np.float32))
-
-        def to_float(image, label):
-            weight = tf.gather(table, tf.cast(label, tf.int32))
-            return tf.cast(image, tf.float32), label, weight
-    else:
-        def to_float(image, label):
-            return tf.cast(image, tf.float32), label
-
-    ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def resolve_cache(cache: str | None, n_images: int, image_size: int, budget: int = CACHE_BUDGET_BYTES) -> str | None:
-    """What ``cache="auto"`` means for ``n_images`` at ``image_size``: ``"memory"`` if it fits ``budget``, else ``None``."""
-    if cache != "auto":
-        return cache
-    return "memory" if n_images * image_size * image_size * 3 <= budget else None
-
-
-def epoch_batches(ds, first: int, last: int, *, batch_size: int, seed: int, buffer: int = 10_000):
-    """Epochs ``first .. last-1`` of ``ds`` back to back, epoch ``e`` shuffled with seed ``seed + e``.
-
-    The order of an epoch depends only on its number, which is what makes a
-    resumed run see the same batches as an uninterrupted one.
-    """
-    return _concat_epochs(lambda e: ds.shuffle(buffer, seed=seed + e, reshuffle_each_iteration=False).batch(batch_size),
-                          first, last)
-
-
-def _concat_epochs(one_epoch, first: int, last: int):
-    """``one_epoch(e)`` for e in ``first .. last-1``, back to back.
-
-    One branch per epoch with a Python-int seed: a tensor seed inside
-    ``flat_map`` breaks once a global seed is set.
-    """
-    branches = [one_epoch(e) for e in range(first, max(last, first + 1))]
-    return functools.reduce(lambda a, b: a.concatenate(b), branches)
-
-
-def load_images(paths: Sequence[str], image_size: int) -> np.ndarray:
-    """Decode a list of files to a float32 batch (for ``predict``)."""
-    return np.stack([load_image(p, image_size) for p in paths]).astype(np.float32)

@@ -18,8 +18,9 @@ from typing import Any, Iterator, Sequence
 import keras
 import numpy as np
 
-from .data import load_image, load_images
-from .metrics import as_class_probs, classification_metrics, inference_fn
+from ..data import load_image, load_images
+from .metrics import classification_metrics
+from .predict import as_class_probs, chunks, inference_fn, predict_files
 
 EPS = 1e-7
 
@@ -45,18 +46,6 @@ class LossRow:
     @property
     def correct(self) -> bool:
         return self.true == self.predicted
-
-
-def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-def predict_files(model: keras.Model, paths: Sequence[str], image_size: int, batch_size: int = 32) -> np.ndarray:
-    """Class probabilities ``(n, num_classes)`` for image files (binary sigmoid outputs expanded to 2 columns)."""
-    forward = inference_fn(model)
-    out = [as_class_probs(forward(load_images(list(chunk), image_size))) for chunk in _chunks(list(paths), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, 0))
 
 
 def top_losses(
@@ -87,16 +76,15 @@ def top_losses(
 def plot_worst_mistakes(rows: Sequence[LossRow], path: str | Path, *, columns: int = 4,
                         title: str = "Highest-loss test images") -> None:
     """A grid PNG of ``rows`` titled ``true / pred p=0.93`` (red when wrong, green when right)."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     columns = max(1, min(columns, len(rows)))
     lines = max(1, math.ceil(len(rows) / columns))
     titles = [f"{row.true} / {row.predicted} p={row.p_predicted:.2f}" for row in rows]
     cell = max(3.0, 0.085 * max(map(len, titles), default=0))  # inches: wide enough that titles never overlap
-    fig, axes = plt.subplots(lines, columns, figsize=(cell * columns, cell * 1.1 * lines + 0.5), dpi=100, squeeze=False)
+    fig = Figure(figsize=(cell * columns, cell * 1.1 * lines + 0.5), dpi=100)
+    axes = fig.subplots(lines, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, row, text in zip(axes.flat, rows, titles):
@@ -107,7 +95,6 @@ def plot_worst_mistakes(rows: Sequence[LossRow], path: str | Path, *, columns: i
     fig.suptitle(f"{title}: true / predicted", fontsize=12)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def tta_views(images, *, flip: bool = True, crops: bool = True, crop_fraction: float = 0.9) -> list:
@@ -152,7 +139,7 @@ def tta_predict(model: keras.Model, images: np.ndarray, *, flip: bool = True, cr
     """
     out = []
     forward = inference_fn(model)
-    for chunk in _chunks(np.asarray(images, np.float32), batch_size):
+    for chunk in chunks(np.asarray(images, np.float32), batch_size):
         views = tta_views(chunk, flip=flip, crops=crops, crop_fraction=crop_fraction)
         out.append(np.mean([as_class_probs(forward(v)) for v in views], axis=0))
     return np.concatenate(out) if out else np.zeros((0, 0))
@@ -175,7 +162,7 @@ def evaluate_tta(model: keras.Model, items: Sequence[tuple[str, int]], class_nam
     labels = np.asarray([label for _, label in items], dtype=int)
     plain, augmented = [], []
     forward = inference_fn(model)
-    for chunk in _chunks(list(items), batch_size):
+    for chunk in chunks(list(items), batch_size):
         images = load_images([p for p, _ in chunk], image_size)
         plain.append(as_class_probs(forward(images)))
         augmented.append(tta_predict(model, images, batch_size=batch_size, **tta))

@@ -5,17 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, unfreeze_epoch: int | None = None) -> None:
     """Accuracy and loss, train vs val, over both phases; a line where unfreezing starts."""
     epochs = [row["epoch"] for row in history]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    fig = Figure(figsize=(11, 4.2), dpi=110)
+    axes = fig.subplots(1, 2)
     for ax, metric, title in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Loss")):
         for key, label, style in ((metric, "train", "-o"), (f"val_{metric}", "val", "-s")):
             values = [row.get(key, np.nan) for row in history]
@@ -33,7 +31,6 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, unfreeze_ep
             ax.set_xlim(0.5, max(epochs) + 0.5)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def plot_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path, title: str = "Confusion matrix (test)") -> None:
@@ -43,7 +40,8 @@ def plot_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], 
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     longest = max(len(str(name)) for name in class_names)
     size = min(2.5 + 0.6 * k + 0.06 * longest, 16)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size), dpi=110)
+    fig = Figure(figsize=(size + 1.5, size), dpi=110)
+    ax = fig.subplots()
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     rotate = k > 4 or longest * k > 40
     ax.set_xticks(range(k), labels=class_names, rotation=35 if rotate else 0, ha="right" if rotate else "center")
@@ -59,7 +57,6 @@ def plot_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], 
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def markdown_report(

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from finetune.optim import make_optimizer
+from .optim import make_optimizer
 
 __all__ = ["LRFindResult", "lr_find"]
 
@@ -54,13 +54,12 @@ class LRFindResult:
         >>> result.plot("/tmp/lr_find.png").name
         'lr_find.png'
         """
-        import matplotlib
+        from matplotlib.figure import Figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
 
         path = Path(path)
-        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+        fig = Figure(figsize=(7, 4.5), dpi=110)
+        ax = fig.subplots()
         ax.semilogx(self.lrs, self.losses, color="tab:blue", label="smoothed loss")
         if self.raw_losses:
             ax.semilogx(self.lrs, self.raw_losses, color="tab:blue", alpha=0.25, lw=0.8,
@@ -87,7 +86,6 @@ class LRFindResult:
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path)
-        plt.close(fig)
         return path
 
 

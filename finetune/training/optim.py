@@ -16,7 +16,6 @@ serializables (package ``finetune``): import :mod:`finetune.optim` before
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 from typing import Any, Sequence
@@ -25,6 +24,9 @@ import keras
 import numpy as np
 from keras import ops
 from keras.optimizers.schedules import LearningRateSchedule
+
+from ..choices import OPTIMIZERS, SCHEDULES
+from ..util import suggest
 
 __all__ = [
     "OPTIMIZERS",
@@ -48,18 +50,11 @@ _OPTIMIZER_SPECS: dict[str, tuple[type[keras.optimizers.Optimizer], dict[str, An
     "nadam": (keras.optimizers.Nadam, {}),
 }
 
-#: Names accepted by :func:`make_optimizer`.
-OPTIMIZERS: tuple[str, ...] = tuple(_OPTIMIZER_SPECS)
-
-#: Names accepted by :func:`make_schedule`.
-SCHEDULES: tuple[str, ...] = (
-    "constant", "power", "exponential", "piecewise", "plateau", "1cycle", "cosine",
-)
+assert tuple(_OPTIMIZER_SPECS) == OPTIMIZERS, "finetune.choices.OPTIMIZERS lists every optimizer"
 
 
 def _unknown_name(kind: str, name: str, known: Sequence[str]) -> ValueError:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    hint = suggest(name, known)
     return ValueError(f"Unknown {kind} {name!r}.{hint} Known: {', '.join(known)}.")
 
 
@@ -296,7 +291,9 @@ def make_schedule(
             return PiecewiseLR(boundaries, values, steps_per_epoch=steps_per_epoch, **params)
         if key == "plateau":
             kwargs = {"monitor": "val_loss", "factor": 0.5, "patience": 5, **params}
-            return keras.callbacks.ReduceLROnPlateau(**kwargs)
+            from .callbacks import ResumablePlateau
+
+            return ResumablePlateau(**kwargs)
         if key == "1cycle":
             return OneCycleLR(learning_rate, total_steps=total_steps, **params)
         if key == "cosine":

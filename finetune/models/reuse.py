@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import keras
-from keras.src.saving.serialization_lib import SafeModeScope
+from .._compat import unsafe_deserialization
 
 HEAD_NAME = "reuse_head"
 
@@ -126,7 +126,7 @@ def _h5_has_lambda(path: Path) -> bool:
 def _clone_with_weights(model: keras.Model) -> keras.Model:
     # The model is already in memory, so re-creating its Lambda layers runs no new code.
     try:
-        with SafeModeScope(safe_mode=False):
+        with unsafe_deserialization():
             clone = keras.models.clone_model(model)
     except (ValueError, TypeError, NotImplementedError) as error:
         raise TypeError(

@@ -1,6 +1,6 @@
 """The main job: fine-tune the offline EfficientNet-Lite0 on real solar-cell images.
 
-``python -m finetune.demo`` (``make demo``) writes the ELPV dataset (PyPI
+``python examples/elpv_demo.py`` (``make demo``) writes the ELPV dataset (PyPI
 package ``elpv-dataset``: 2,624 electroluminescence images of solar cells,
 300x300 grayscale, CC BY-NC-SA 4.0) as a class-folder tree, the layout
 ``finetune train`` expects, then runs the default two-phase recipe and prints
@@ -79,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune-epochs", type=int, default=None)
     args = parser.parse_args(argv)
 
-    from .config import TrainConfig
-    from .runs import train
+    from finetune import TrainConfig, train
 
     try:
         data = write_elpv_folder(args.data)

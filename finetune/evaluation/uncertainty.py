@@ -15,6 +15,9 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from ..models.graph import walk_layers
+from .predict import predict_batches
+
 DROPOUT_TYPES: tuple[type, ...] = (
     keras.layers.Dropout,  # also SpatialDropout1D/2D/3D
     keras.layers.GaussianDropout,
@@ -63,7 +66,7 @@ class AlwaysOnDropout(keras.layers.Layer):
 
 def has_dropout(model: keras.Model) -> bool:
     """Whether `model` (or a model nested in it) holds a dropout-type layer."""
-    return any(isinstance(layer, DROPOUT_TYPES) for layer in _all_layers(model))
+    return any(isinstance(layer, DROPOUT_TYPES) for layer in walk_layers(model))
 
 
 def mc_dropout_model(model: keras.Model, seed: int | None = None) -> keras.Model:
@@ -129,7 +132,7 @@ def mc_predict(
     else:
         predictor, passes = model, 1  # deterministic: one pass stands for all
     draws = np.stack(
-        [np.asarray(predictor.predict(x, batch_size=batch_size, verbose=0)) for _ in range(passes)]
+        [predict_batches(predictor, x, batch_size=batch_size) for _ in range(passes)]
     ).astype(np.float64)
     draws = np.repeat(draws, samples // passes, axis=0)
     mean = draws.mean(axis=0)
@@ -183,9 +186,3 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
         if in_bin.any():
             ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
     return float(ece)
-
-
-def _all_layers(model: keras.layers.Layer):
-    for layer in getattr(model, "layers", []):
-        yield layer
-        yield from _all_layers(layer)

@@ -15,12 +15,13 @@ Adding a backbone is one call to :func:`register` (see ``keras_apps.py``)::
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import keras
+
+from ...util import suggest
 
 #: How raw RGB pixels in [0, 255] are mapped to what the backbone expects.
 #: ``caffe``: RGB->BGR and ImageNet mean subtraction (VGG, ResNet50);
@@ -112,8 +113,7 @@ def get_backbone(name: str) -> Backbone:
     key = name.strip().lower().replace("-", "_")
     if key in _REGISTRY:
         return _REGISTRY[key]
-    close = difflib.get_close_matches(key, list(_REGISTRY), n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    hint = suggest(key, _REGISTRY, n=3, cutoff=0.5)
     raise UnknownBackboneError(
         f"unknown backbone {name!r}.{hint} Run `finetune backbones` to list them."
     )

@@ -25,6 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .._compat import build_for, track_loss
+
 __all__ = ["Trainer"]
 
 Batch = Any
@@ -127,7 +129,7 @@ class Trainer:
         # Logged loss is per replica-unscaled, weighted by batch size, as in fit.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         batch_size = tf.shape(tf.nest.flatten(x)[0])[0]
-        model._loss_tracker.update_state(loss * replicas, sample_weight=batch_size)
+        track_loss(model, loss * replicas, batch_size)
         return x, y, y_pred, sample_weight, loss
 
     def _gradients(self, batch: Batch) -> tuple[list[tf.Tensor], tuple]:
@@ -193,7 +195,7 @@ class Trainer:
 
     def _build(self, dataset: tf.data.Dataset) -> None:
         model = self.model
-        model._symbolic_build(data_batch=dataset.element_spec)  # model, loss and metric variables
+        build_for(model, dataset.element_spec)
         trainable = tuple(id(v) for v in model.trainable_variables)
         if trainable != self._traced_for:  # (un)frozen layers: retrace, new accumulators
             self._functions.clear()

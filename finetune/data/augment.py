@@ -14,6 +14,10 @@ independently in [0.8, 1.2], as ``RandomZoom`` does with both factors set.
 
 from __future__ import annotations
 
+from .._compat import import_tensorflow_quietly
+
+import_tensorflow_quietly()  # before Keras starts TensorFlow
+
 import math
 
 import keras

@@ -122,7 +122,7 @@ def backbone_from_model(path: str, drop_top: int = 1, *, unsafe: bool = False):
     unless an unfreeze point is given.
     """
     from .backbones import Backbone
-    from .config import ConfigError
+    from ..config import ConfigError
     from .reuse import reuse
 
     if not os.path.exists(path):

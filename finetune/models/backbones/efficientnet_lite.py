@@ -28,7 +28,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ..cache import cache_root, sha256_of
+from ...cache import cache_root, sha256_of
+from ...util import atomic_write
 
 from .pth import load_state_dict
 from .registry import Backbone, register
@@ -241,22 +242,14 @@ def source_pth(variant: LiteVariant) -> Path:
     return Path(getattr(module, variant.model_file_class).get_model_file_path())
 
 
-def cache_dir() -> Path:
-    """Where converted weights are kept: ``$FINETUNE_CACHE_DIR`` or the user cache directory."""
-    return cache_root()
-
-
 def convert_pth(pth: str | os.PathLike, variant: LiteVariant) -> Path:
     """Convert ``pth`` to the no-top model's ``.weights.h5`` in the cache, unless already there."""
-    target = cache_dir() / f"{variant.name}-notop-{sha256_of(pth)[:16]}.weights.h5"
+    target = cache_root() / f"{variant.name}-notop-{sha256_of(pth)[:16]}.weights.h5"
     if target.exists():
         return target
     model = build_lite(variant)
     set_layer_weights(model, torch_to_keras_weights(load_state_dict(pth), variant))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name[:-len('.weights.h5')]}.partial-{os.getpid()}.weights.h5")
-    model.save_weights(partial)
-    os.replace(partial, target)  # another process may have converted too; either copy is the same
+    atomic_write(target, model.save_weights)  # another process may have converted too; either copy is the same
     return target
 
 

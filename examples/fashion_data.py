@@ -102,8 +102,8 @@ def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
             return directory
     looked = ", ".join(str(d) for d in candidates)
     raise FashionMNISTNotFound(
-        f"Fashion-MNIST not found (looked in {looked}). Install it with "
-        "`sudo apt-get install dataset-fashion-mnist`, or pass `--data DIR` "
+        f"Fashion-MNIST not found (looked in {looked}). Run `make bench-data` (installs Debian's "
+        "dataset-fashion-mnist), or pass `--data DIR` "
         "(or `data_dir=`) for a directory holding "
         + ", ".join(FILE_NAMES.values())
         + "."

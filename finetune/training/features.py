@@ -22,8 +22,9 @@ from typing import Any, Sequence
 import numpy as np
 import keras
 
-from .cache import cache_root, sha256_of
-from .data import make_dataset
+from ..cache import cache_root, sha256_of
+from ..data import make_dataset
+from ..util import atomic_text, atomic_write
 
 MMAP_BYTES = 1 << 30  # arrays above 1 GiB are memory-mapped from the cache file
 
@@ -131,13 +132,11 @@ class FeatureCache:
     def _store(self, key: str, arrays: tuple[np.ndarray, ...]) -> None:
         if self.directory is None:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
         for path, array in zip(self._paths(key, len(arrays)), arrays):
-            tmp = path.with_name(".tmp-" + path.name)
-            with open(tmp, "wb") as fh:
-                np.save(fh, array)
-            os.replace(tmp, path)
-        meta = self.directory / f"{key}.json"
-        tmp = meta.with_name(".tmp-" + meta.name)
-        tmp.write_text(json.dumps({"arrays": len(arrays), "identity": self.identity}))
-        os.replace(tmp, meta)
+            atomic_write(path, lambda tmp, array=array: _save_npy(tmp, array))
+        atomic_text(self.directory / f"{key}.json", json.dumps({"arrays": len(arrays), "identity": self.identity}))
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as file:  # a file object: np.save would append .npy to a bare name
+        np.save(file, array)

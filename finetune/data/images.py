@@ -1,0 +1,116 @@
+"""Decoding one image file to RGB pixels, and checking that a file is usable.
+
+What happens to unusual input:
+
+* used (converted to RGB): grayscale, palette (transparency on white), RGBA,
+  CMYK, 16-bit, animated GIF (first frame), EXIF-rotated JPEG (rotated
+  upright), tiny images, symlinks to images;
+* refused with a reason (:func:`check_image`): empty, truncated or corrupt
+  files (including a PNG chunk with a bad CRC), text named ``.jpg``, images
+  over :data:`MAX_IMAGE_PIXELS` (decompression bombs, refused before decoding).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+DECODERS = ("JPEG", "PNG", "BMP", "DIB", "GIF", "WEBP", "TIFF")  # formats PIL may open; others are refused
+MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused as likely decompression bombs
+
+
+class DataError(ValueError):
+    """A problem with the user's images, phrased so they can fix it."""
+
+
+def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = None) -> np.ndarray:
+    """Decode one image to RGB ``uint8`` (H, W, 3), honouring EXIF rotation.
+
+    Grayscale, palette, CMYK, 16-bit and RGBA images are converted to RGB
+    (transparency is composited on white); animated GIFs give their first frame.
+    ``size`` resizes (bilinear) to a square or ``(height, width)``.
+    Images over :data:`MAX_IMAGE_PIXELS` raise :class:`DataError` before any
+    pixel is decoded. Corrupt files raise whatever PIL raises (see :func:`check_image`).
+    """
+    try:
+        opened = Image.open(path, formats=DECODERS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise DataError(f"{_bomb_message()} ({err})") from None
+    with opened as img:
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise DataError(f"{img.width}x{img.height} pixels: {_bomb_message()}")
+        img.seek(0)
+        img = ImageOps.exif_transpose(img)
+        img = _to_rgb(img)
+        if size is not None:
+            h, w = (size, size) if isinstance(size, int) else size
+            if img.size != (w, h):
+                img = img.resize((w, h), Image.BILINEAR)
+        return np.asarray(img, dtype=np.uint8)
+
+
+def _bomb_message() -> str:
+    return f"over the {MAX_IMAGE_PIXELS:,}-pixel limit (possible decompression bomb); downscale the file"
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        scaled = np.clip(arr / top * 255, 0, 255).round().astype(np.uint8)
+        return Image.fromarray(scaled).convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def check_image(path: str) -> str | None:
+    """Decode ``path`` fully; return ``None`` if usable, else the reason it is not.
+
+    Never raises: every failure, whatever PIL raises, becomes a one-line reason.
+    PNG chunk checksums are verified too, which decoding alone does not do.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file (0 bytes)"
+        _verify_checksums(path)
+        load_image(path)
+        return None
+    except DataError as err:
+        return str(err)
+    except Exception as err:  # PIL raises many types for corrupt data
+        return _reason(err)
+
+
+def _verify_checksums(path: str) -> None:
+    """Raise if a PNG chunk's CRC is wrong (PIL does not check image data CRCs when decoding)."""
+    with Image.open(path, formats=DECODERS) as img:
+        if img.format == "PNG":
+            img.verify()
+
+
+def _reason(err: Exception) -> str:
+    """A one-line reason for a decoding failure."""
+    if isinstance(err, Image.UnidentifiedImageError):
+        return f"cannot decode: not a readable {'/'.join(DECODERS)} image (wrong content or a corrupt header)"
+    if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"{_bomb_message()} ({err})"
+    if isinstance(err, FileNotFoundError):
+        return "file disappeared during the scan"
+    detail = str(err).splitlines()[0] if str(err) else ""
+    if isinstance(err, SyntaxError) and "checksum" in detail:
+        return f"cannot decode: corrupt file, bad CRC checksum ({detail})"
+    return f"cannot decode: {type(err).__name__}: {detail}".rstrip(": ")
+
+
+def load_images(paths: Sequence[str], image_size: int) -> np.ndarray:
+    """Decode a list of files to a float32 batch (for ``predict``)."""
+    return np.stack([load_image(p, image_size) for p in paths]).astype(np.float32)

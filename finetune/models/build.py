@@ -1,0 +1,77 @@
+"""One plain ``keras.Model`` from a backbone and a head: raw RGB [0, 255] in, probabilities out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+
+from ..data.augment import augmentation
+from .backbones import Backbone, get_backbone, preprocessing_layer
+from .freeze import freeze
+from .heads import HeadConfig, build_classifier, pooling_layer
+
+
+@dataclass
+class ModelParts:
+    """The pieces of a model built by :func:`build_model`, all inside ``model``."""
+
+    model: keras.Model
+    base: keras.Model
+    pool: keras.layers.Layer
+    classifier: keras.Sequential
+    preprocess: keras.layers.Layer | None
+    augment: keras.Sequential | None
+    backbone: Backbone
+    image_size: int
+
+
+def build_model(
+    backbone: str | Backbone,
+    num_classes: int,
+    *,
+    weights: str | None = "imagenet",
+    image_size: int | None = None,
+    head: HeadConfig | None = None,
+    augment: str = "light",
+    seed: int | None = None,
+) -> ModelParts:
+    """A plain ``keras.Model``: raw RGB [0, 255] -> augment -> scale -> base -> head.
+
+    The base is frozen and always runs with ``training=False``, so its
+    BatchNormalization statistics never move. Augmentation only acts in training.
+
+    Example:
+        >>> parts = build_model("mobilenetv2", 3, weights=None, image_size=96)   # doctest: +SKIP
+        >>> parts.model.predict(images)                                         # doctest: +SKIP
+    """
+    from ..config import ConfigError  # config imports models; import at call time
+
+    spec = get_backbone(backbone) if isinstance(backbone, str) else backbone
+    size = image_size or spec.input_size
+    if size < spec.min_input_size:
+        raise ConfigError(
+            f"image_size: {size}px is too small for {spec.name} (minimum {spec.min_input_size}px); "
+            f"use --image-size {spec.input_size} (its default)"
+        )
+    if num_classes < 2:
+        raise ConfigError(f"a classifier needs at least 2 classes, got {num_classes}")
+    head = head or HeadConfig()
+    base = spec.build((size, size, 3), spec.resolve_weights(weights))
+    freeze(base)
+    pool = pooling_layer(head.pooling) if len(base.outputs[0].shape) == 4 else keras.layers.Identity(name="pool")
+    preprocess = preprocessing_layer(spec.preprocessing)
+    aug = augmentation(augment, seed=seed)
+
+    inputs = keras.Input((size, size, 3), name="image")
+    x = aug(inputs) if aug is not None else inputs
+    x = preprocess(x) if preprocess is not None else x
+    features = pool(base(x, training=False))
+    classifier = build_classifier(int(features.shape[-1]), num_classes, head)
+    outputs = classifier(features)
+    model = keras.Model(inputs, outputs, name=f"finetune_{spec.name}")
+    return ModelParts(model, base, pool, classifier, preprocess, aug, spec, size)
+
+
+def loss_for(num_classes: int) -> str:
+    return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
