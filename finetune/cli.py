@@ -181,6 +181,7 @@ def train(data_dir, config_path, overwrite, resume_dir, quiet, **options):
     run_dir, result, metrics = run_training(config, overwrite=overwrite, verbose=0 if quiet else 1, resume=resume_dir)
     if result.folder.skipped:
         click.secho(f"skipped {len(result.folder.skipped)} unreadable file(s); see {run_dir / 'report.md'}", fg="yellow")
+    click.echo(result.kept_reason())
     if metrics:
         click.echo(f"{metrics['split']} accuracy: {metrics['accuracy']:.2%} on {metrics['n']} images")
     click.echo(f"run folder: {run_dir}\nreport: {run_dir / 'report.md'}")
@@ -237,9 +238,12 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
     import numpy as np
 
     from .data import IMAGE_EXTENSIONS, check_image, load_images
+    from .evaluation.diagnostics import predict_images
 
     if imagenet:
-        model, image_size, class_names = _imagenet_model()
+        from .models.backbones.imagenet import imagenet_classifier
+
+        model, image_size, class_names = imagenet_classifier()
         paths = args
     else:
         if len(args) < 2:
@@ -268,7 +272,7 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
         header += [f"std_{i}" for i in range(1, k + 1)] + ["entropy"]
     for start in range(0, len(good), 64):
         chunk = good[start:start + 64]
-        probs, std, entropy = _predict_batch(model, load_images(chunk, image_size), mc_samples, tta)
+        probs, std, entropy = predict_images(model, load_images(chunk, image_size), mc_samples=mc_samples, tta=tta)
         for j, (f, p) in enumerate(zip(chunk, probs)):
             order = np.argsort(-p)[:k]
             row = [f] + [v for i in order for v in (class_names[i], f"{p[i]:.4f}")]
@@ -359,39 +363,6 @@ def _offline(backbone) -> bool:
         return backbone.offline_weights() is not None
     except Exception:  # noqa: BLE001 - listing must not fail on one broken package
         return False
-
-
-def _predict_batch(model, images, mc_samples: int, tta: bool):
-    """``(probs, std, entropy)``: plain, MC-dropout averaged, or test-time augmented."""
-    import numpy as np
-
-    from .evaluation.predict import as_class_probs, predict_batches
-
-    if mc_samples:
-        from .evaluation.uncertainty import mc_predict
-
-        result = mc_predict(model, images, samples=mc_samples, seed=0)
-        std = result.std if result.std.shape[-1] > 1 else np.concatenate([result.std, result.std], axis=-1)
-        return as_class_probs(result.mean), std, result.entropy
-    if tta:
-        from .evaluation.diagnostics import tta_predict
-
-        return as_class_probs(tta_predict(model, images)), None, None
-    return predict_batches(model, images, as_classes=True), None, None
-
-
-def _imagenet_model():
-    """EfficientNet-Lite0 with its ImageNet head: raw RGB in, softmax over 1000 classes out."""
-    import keras
-
-    from .models.backbones import get_backbone, preprocessing_layer
-    from .models.backbones.imagenet import imagenet_class_names
-
-    spec = get_backbone("efficientnet_lite0")
-    classifier = spec.imagenet_top("imagenet")
-    inputs = keras.Input((spec.input_size, spec.input_size, 3))
-    probs = keras.layers.Softmax()(classifier(preprocessing_layer(spec.preprocessing)(inputs)))
-    return keras.Model(inputs, probs), spec.input_size, imagenet_class_names()
 
 
 def _load(run_dir, unsafe: bool):

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
@@ -28,7 +29,7 @@ from .evaluation.diagnostics import plot_worst_mistakes, top_losses
 from .evaluation.metrics import classification_metrics
 from .evaluation.predict import probabilities
 from .evaluation.report import markdown_report, plot_confusion, plot_curves
-from .models import get_backbone
+from .models import check_image_size, get_backbone
 from .tracking import log_final_metrics, tracking_callbacks
 from .training import FineTuneResult, fine_tune
 from .util import atomic_text, atomic_write, yaml_text
@@ -92,6 +93,7 @@ def save_run(result: FineTuneResult, run_dir: str | Path, metrics: dict[str, Any
         images.append("worst.png")
     payload = {"test": metrics, "timings_s": {k: round(v, 2) for k, v in result.timings.items()},
                "skipped": len(result.folder.skipped), "unfreeze_epoch": result.unfreeze_epoch,
+               "kept_phase": result.kept_phase, "kept_reason": result.kept_reason(),
                "class_names": result.class_names}
     atomic_text(run_dir / "metrics.json", json.dumps(payload, indent=2))
     cfg = result.config
@@ -103,6 +105,7 @@ def save_run(result: FineTuneResult, run_dir: str | Path, metrics: dict[str, Any
         + (" on cached features" if cfg.cache_features else ""),
         "phase 2 (unfrozen)": (f"{sum(r['phase'] == 'tune' for r in result.history)} epochs at lr {cfg.resolved_tune_lr:g}, "
                                f"{len(result.unfrozen_layers)} layers unfrozen") if result.unfreeze_epoch else "skipped",
+        "weights kept": result.kept_reason(),
         "time": ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()),
     }
     report = markdown_report(title=f"finetune run `{run_dir.name}`", summary=summary, metrics=metrics,
@@ -121,20 +124,26 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
     run folder is complete.
     """
     config.validate()
+    fresh_in: Path | None = None  # a run folder that --resume found without any checkpoint
     if resume is not None:
         run_dir = Path(resume)
         if (run_dir / "model.keras").exists() and not (run_dir / "checkpoint").exists():
             raise RunError(f"run {str(run_dir)!r} already finished; start a new run instead of --resume")
         if not (run_dir / "checkpoint" / "state.json").exists():
-            raise RunError(f"run {str(run_dir)!r} has no checkpoint to resume from (no completed epoch)")
+            warnings.warn(f"run {str(run_dir)!r} stopped before its first epoch was checkpointed: starting it afresh "
+                          "from its config.yaml", RuntimeWarning, stacklevel=2)
+            shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+            fresh_in = run_dir
+            resume = None
     # Everything that can be checked before training is checked before a run folder exists.
     started = time.perf_counter()
     folder = scan_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
     scan_seconds = time.perf_counter() - started
-    spec = get_backbone(config.backbone)
-    if not config.from_model and (config.image_size or spec.input_size) < spec.min_input_size:
-        raise ConfigError(f"image_size: {config.image_size}px is too small for {spec.name} (minimum {spec.min_input_size}px)")
-    if resume is None:
+    if not config.from_model:
+        check_image_size(get_backbone(config.backbone), config.image_size)
+    if fresh_in is not None:
+        run_dir = fresh_in
+    elif resume is None:
         run_dir = new_run_dir(config.output, config.name or _default_name(config), overwrite=overwrite)
         atomic_text(run_dir / "config.yaml", yaml_text(config.to_dict(), RUN_CONFIG_HEADER))
     trackers = tracking_callbacks(run_dir, tensorboard=config.tensorboard, mlflow_uri=config.mlflow,
@@ -143,7 +152,7 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
         result = fine_tune(folder, config, verbose=verbose, callbacks=[*callbacks, *trackers],
                            checkpoint_dir=run_dir / "checkpoint", resume=resume is not None)
     except BaseException:
-        if resume is None and not (run_dir / "checkpoint" / "state.json").exists():
+        if resume is None and fresh_in is None and not (run_dir / "checkpoint" / "state.json").exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping: no completed epoch
         raise
     result.timings["scan"] = scan_seconds

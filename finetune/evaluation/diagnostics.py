@@ -20,7 +20,7 @@ import numpy as np
 
 from ..data import load_image, load_images
 from .metrics import classification_metrics
-from .predict import as_class_probs, chunks, inference_fn, predict_files
+from .predict import as_class_probs, chunks, inference_fn, predict_batches, predict_files
 
 EPS = 1e-7
 
@@ -173,3 +173,16 @@ def evaluate_tta(model: keras.Model, items: Sequence[tuple[str, int]], class_nam
     tta_metrics = classification_metrics(labels, tta_probs, class_names)
     return {"accuracy": plain_metrics["accuracy"], "accuracy_tta": tta_metrics["accuracy"],
             "plain": plain_metrics, "tta": tta_metrics}
+
+
+def predict_images(model: keras.Model, images: np.ndarray, *, mc_samples: int = 0, tta: bool = False):
+    """``(probs, std, entropy)`` as class columns: plain, MC-dropout averaged (std and entropy), or test-time augmented."""
+    if mc_samples:
+        from .uncertainty import mc_predict
+
+        result = mc_predict(model, images, samples=mc_samples, seed=0)
+        std = result.std if result.std.shape[-1] > 1 else np.concatenate([result.std, result.std], axis=-1)
+        return as_class_probs(result.mean), std, result.entropy
+    if tta:
+        return as_class_probs(tta_predict(model, images)), None, None
+    return predict_batches(model, images, as_classes=True), None, None

@@ -48,12 +48,7 @@ def build_model(
     from ..config import ConfigError  # config imports models; import at call time
 
     spec = get_backbone(backbone) if isinstance(backbone, str) else backbone
-    size = image_size or spec.input_size
-    if size < spec.min_input_size:
-        raise ConfigError(
-            f"image_size: {size}px is too small for {spec.name} (minimum {spec.min_input_size}px); "
-            f"use --image-size {spec.input_size} (its default)"
-        )
+    size = check_image_size(spec, image_size)
     if num_classes < 2:
         raise ConfigError(f"a classifier needs at least 2 classes, got {num_classes}")
     head = head or HeadConfig()
@@ -71,6 +66,19 @@ def build_model(
     outputs = classifier(features)
     model = keras.Model(inputs, outputs, name=f"finetune_{spec.name}")
     return ModelParts(model, base, pool, classifier, preprocess, aug, spec, size)
+
+
+def check_image_size(spec: Backbone, image_size: int | None) -> int:
+    """The input size to use (the backbone's default when ``None``); raise ``ConfigError`` if it is too small."""
+    from ..config import ConfigError
+
+    size = image_size or spec.input_size
+    if size < spec.min_input_size:
+        raise ConfigError(
+            f"image_size: {size}px is too small for {spec.name} (minimum {spec.min_input_size}px); "
+            f"use --image-size {spec.input_size} (its default)"
+        )
+    return size
 
 
 def loss_for(num_classes: int) -> str:

@@ -116,6 +116,36 @@ class FineTuneResult:
     def class_names(self) -> list[str]:
         return self.folder.class_names
 
+    @property
+    def kept_phase(self) -> str:
+        """The phase whose weights the model holds: ``"head"`` or ``"tune"``."""
+        tuned = any(r["phase"] == "tune" for r in self.history)
+        return "tune" if tuned and not self.kept_phase1 else "head"
+
+    def kept_reason(self) -> str:
+        """One sentence: which phase's weights the model holds, and why.
+
+        Example:
+            >>> rows = [{"phase": "head", "epoch": 1, "val_loss": 0.6}, {"phase": "tune", "epoch": 2, "val_loss": 0.7}]
+            >>> FineTuneResult(None, None, None, None, rows, kept_phase1=True, timings={"tune": 40.0}).kept_reason()
+            "phase 1 (head) weights kept: phase 2's best val_loss 0.7 (epoch 2) did not beat phase 1's 0.6 (epoch 1); phase 2's 40 s were discarded"
+        """
+        monitor = "val_loss" if any("val_loss" in r for r in self.history) else "loss"
+
+        def best(phase: str) -> tuple[float, int]:
+            rows = [r for r in self.history if r["phase"] == phase and monitor in r]
+            row = min(rows, key=lambda r: r[monitor]) if rows else {monitor: float("nan"), "epoch": 0}
+            return row[monitor], row["epoch"]
+
+        (head, head_epoch), (tune, tune_epoch) = best("head"), best("tune")
+        if not any(r["phase"] == "tune" for r in self.history):
+            return f"phase 1 (head) weights kept: no phase 2 ran; best {monitor} {head:.4g} (epoch {head_epoch})"
+        if self.kept_phase1:
+            return (f"phase 1 (head) weights kept: phase 2's best {monitor} {tune:.4g} (epoch {tune_epoch}) did not beat "
+                    f"phase 1's {head:.4g} (epoch {head_epoch}); phase 2's {self.timings.get('tune', 0):.0f} s were discarded")
+        versus = f" beat phase 1's {head:.4g} (epoch {head_epoch})" if head_epoch else ""
+        return f"phase 2 (tune) weights kept: its best {monitor} {tune:.4g} (epoch {tune_epoch}){versus}"
+
 
 class RecipeRun:
     """One run: the scanned data, the model, and the phases fitted so far.

@@ -23,3 +23,17 @@ def imagenet_class_names() -> list[str]:
     use :func:`imagenet_synsets_and_lemmas` where that matters.
     """
     return [lemmas.split(",")[0].strip() for _, lemmas in imagenet_synsets_and_lemmas()]
+
+
+def imagenet_classifier(backbone: str = "efficientnet_lite0"):
+    """``(model, image_size, class_names)``: the backbone with its original ImageNet head, raw RGB in, softmax out."""
+    import keras
+
+    from .preprocessing import preprocessing_layer
+    from .registry import get_backbone
+
+    spec = get_backbone(backbone)
+    classifier = spec.imagenet_top("imagenet")
+    inputs = keras.Input((spec.input_size, spec.input_size, 3))
+    probs = keras.layers.Softmax()(classifier(preprocessing_layer(spec.preprocessing)(inputs)))
+    return keras.Model(inputs, probs), spec.input_size, imagenet_class_names()
