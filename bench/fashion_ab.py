@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))  # data readers
 
-from fashion_data import load_fashion_mnist, split_sandal_shirt
+from fashion_data import load_fashion_mnist, split_sandal_shirt  # noqa: E402
 from finetune.models.reuse import reuse
 from finetune.evaluation.uncertainty import expected_calibration_error, mc_predict
 
@@ -268,4 +268,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from fashion_data import FashionMNISTNotFound
+
+    try:
+        main()
+    except FashionMNISTNotFound as err:
+        sys.exit(f"error: {err}")

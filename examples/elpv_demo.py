@@ -33,7 +33,7 @@ def elpv_records() -> list[tuple[Path, float, str]]:
     try:
         import elpv_dataset
     except ImportError:
-        raise MissingDatasetError("the ELPV images come from PyPI: pip install elpv-dataset") from None
+        raise MissingDatasetError("the ELPV images come from PyPI: pip install elpv-dataset (or run `make demo` / `make bench-data`)") from None
     import numpy as np
 
     labels = Path(elpv_dataset.__file__).parent / "data" / "labels.csv"
