@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import keras
 
-from ..cache import cache_root, sha256_of
+from ..cache import cache_root, check_npy, sha256_of, usable_or_removed
 from ..data import make_dataset
 from ..util import atomic_text, atomic_write
 
@@ -121,11 +121,10 @@ class FeatureCache:
         if self.directory is None:
             return None
         meta = self.directory / f"{key}.json"
-        if not meta.exists():
+        if not usable_or_removed(meta, lambda p: int(json.loads(p.read_text())["arrays"])):
             return None
-        count = json.loads(meta.read_text())["arrays"]
-        paths = self._paths(key, count)
-        if not all(p.exists() for p in paths):
+        paths = self._paths(key, int(json.loads(meta.read_text())["arrays"]))
+        if not all([usable_or_removed(p, check_npy) for p in paths]):  # a list: check (and heal) every file
             return None
         return tuple(np.load(p, mmap_mode="r" if p.stat().st_size > MMAP_BYTES else None) for p in paths)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ...cache import cache_root, sha256_of
+from ...cache import cache_root, check_h5, sha256_of, usable_or_removed
 from ...util import atomic_write
 
 from .pth import load_state_dict
@@ -245,7 +245,7 @@ def source_pth(variant: LiteVariant) -> Path:
 def convert_pth(pth: str | os.PathLike, variant: LiteVariant) -> Path:
     """Convert ``pth`` to the no-top model's ``.weights.h5`` in the cache, unless already there."""
     target = cache_root() / f"{variant.name}-notop-{sha256_of(pth)[:16]}.weights.h5"
-    if target.exists():
+    if usable_or_removed(target, check_h5):
         return target
     model = build_lite(variant)
     set_layer_weights(model, torch_to_keras_weights(load_state_dict(pth), variant))
