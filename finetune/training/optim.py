@@ -1,4 +1,4 @@
-"""Optimizers, learning-rate schedules and per-group learning rates, by name.
+"""Optimizers and per-group learning rates, by name; schedules come from :mod:`.schedules`.
 
 Three building blocks, each one call::
 
@@ -7,11 +7,9 @@ Three building blocks, each one call::
     opt = make_optimizer("adam", sched)
     opt = discriminative_optimizer("adam", 1e-3, layer_groups(model, 3))
 
-Every schedule is a function of the optimizer's step counter (``iterations``),
-which ``model.save`` stores, so a resumed run continues on the same trajectory.
-The schedules and the discriminative optimizers are registered Keras
-serializables (package ``finetune``): import :mod:`finetune.optim` before
-``keras.saving.load_model``.
+The discriminative optimizers (and the schedules, imported here) are registered
+Keras serializables (package ``finetune``): import :mod:`finetune.training.optim`
+before ``keras.saving.load_model``.
 """
 
 from __future__ import annotations
@@ -22,11 +20,11 @@ from typing import Any, Sequence
 
 import keras
 import numpy as np
-from keras import ops
 from keras.optimizers.schedules import LearningRateSchedule
 
+from .._compat import variable_key
 from ..choices import OPTIMIZERS, SCHEDULES
-from ..util import suggest
+from .schedules import _unknown_name, make_schedule
 
 __all__ = [
     "OPTIMIZERS",
@@ -51,11 +49,6 @@ _OPTIMIZER_SPECS: dict[str, tuple[type[keras.optimizers.Optimizer], dict[str, An
 }
 
 assert tuple(_OPTIMIZER_SPECS) == OPTIMIZERS, "finetune.choices.OPTIMIZERS lists every optimizer"
-
-
-def _unknown_name(kind: str, name: str, known: Sequence[str]) -> ValueError:
-    hint = suggest(name, known)
-    return ValueError(f"Unknown {kind} {name!r}.{hint} Known: {', '.join(known)}.")
 
 
 def _lookup(name: str) -> tuple[type[keras.optimizers.Optimizer], dict[str, Any]]:
@@ -100,214 +93,6 @@ def make_optimizer(
 
 
 # --------------------------------------------------------------------------
-# Schedules: functions of the global step, serializable.
-# --------------------------------------------------------------------------
-
-def _step(step: Any) -> Any:
-    return ops.cast(step, "float32")
-
-
-@keras.saving.register_keras_serializable(package="finetune")
-class ConstantLR(LearningRateSchedule):
-    """``lr`` at every step."""
-
-    def __init__(self, learning_rate: float):
-        self.learning_rate = float(learning_rate)
-
-    def __call__(self, step):
-        return ops.cast(self.learning_rate, "float32") + 0.0 * _step(step)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"learning_rate": self.learning_rate}
-
-
-@keras.saving.register_keras_serializable(package="finetune")
-class PowerLR(LearningRateSchedule):
-    """Power scheduling: ``lr0 / (1 + step / s) ** c`` (``s`` in steps)."""
-
-    def __init__(self, learning_rate: float, s: float, c: float = 1.0):
-        self.learning_rate, self.s, self.c = float(learning_rate), float(s), float(c)
-
-    def __call__(self, step):
-        return self.learning_rate / ops.power(1.0 + _step(step) / self.s, self.c)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"learning_rate": self.learning_rate, "s": self.s, "c": self.c}
-
-
-@keras.saving.register_keras_serializable(package="finetune")
-class ExponentialLR(LearningRateSchedule):
-    """``lr0 * 0.1 ** (epoch / s)`` with ``epoch = step / steps_per_epoch`` (continuous)."""
-
-    def __init__(self, learning_rate: float, s: float, steps_per_epoch: int):
-        self.learning_rate, self.s = float(learning_rate), float(s)
-        self.steps_per_epoch = int(steps_per_epoch)
-
-    def __call__(self, step):
-        epoch = _step(step) / self.steps_per_epoch
-        return self.learning_rate * ops.power(0.1, epoch / self.s)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"learning_rate": self.learning_rate, "s": self.s,
-                "steps_per_epoch": self.steps_per_epoch}
-
-
-@keras.saving.register_keras_serializable(package="finetune")
-class PiecewiseLR(LearningRateSchedule):
-    """``values[i]`` where ``i`` is the number of ``boundaries`` (in epochs) reached.
-
-    ``epoch = step / steps_per_epoch``; at exactly a boundary the next value applies.
-    """
-
-    def __init__(self, boundaries: Sequence[float], values: Sequence[float], steps_per_epoch: int):
-        if len(values) != len(boundaries) + 1:
-            raise ValueError(f"piecewise needs len(values) == len(boundaries) + 1, "
-                             f"got {len(values)} values and {len(boundaries)} boundaries.")
-        self.boundaries = [float(b) for b in boundaries]
-        self.values = [float(v) for v in values]
-        self.steps_per_epoch = int(steps_per_epoch)
-
-    def __call__(self, step):
-        # Compare in steps, exactly: a boundary of b epochs is step b * steps_per_epoch.
-        s = _step(step)
-        lr = ops.cast(self.values[0], "float32") + 0.0 * s
-        for boundary, value in zip(self.boundaries, self.values[1:]):
-            lr = ops.where(s >= boundary * self.steps_per_epoch, value, lr)
-        return lr
-
-    def get_config(self) -> dict[str, Any]:
-        return {"boundaries": self.boundaries, "values": self.values,
-                "steps_per_epoch": self.steps_per_epoch}
-
-
-@keras.saving.register_keras_serializable(package="finetune")
-class OneCycleLR(LearningRateSchedule):
-    """Smith's 1cycle, linear variant (as in Géron's *Hands-On ML*).
-
-    Over ``total_steps``: linear rise from ``max_lr / start_div`` to ``max_lr``
-    during the first ``phase`` fraction of steps, linear fall back to
-    ``max_lr / start_div`` during the next ``phase`` fraction, then linear
-    anneal to ``max_lr / final_div`` at ``total_steps`` (held afterwards).
-    """
-
-    def __init__(self, max_lr: float, total_steps: int, phase: float = 0.45,
-                 start_div: float = 10.0, final_div: float = 1000.0):
-        self.max_lr, self.total_steps, self.phase = float(max_lr), int(total_steps), float(phase)
-        self.start_div, self.final_div = float(start_div), float(final_div)
-
-    def __call__(self, step):
-        s = _step(step)
-        up = self.phase * self.total_steps
-        start, peak, end = self.max_lr / self.start_div, self.max_lr, self.max_lr / self.final_div
-        last = max(float(self.total_steps), 2 * up + 1e-9)
-        rising = start + (peak - start) * s / up
-        falling = peak - (peak - start) * (s - up) / up
-        annealing = start - (start - end) * ops.minimum((s - 2 * up) / (last - 2 * up), 1.0)
-        return ops.where(s < up, rising, ops.where(s < 2 * up, falling, annealing))
-
-    def get_config(self) -> dict[str, Any]:
-        return {"max_lr": self.max_lr, "total_steps": self.total_steps, "phase": self.phase,
-                "start_div": self.start_div, "final_div": self.final_div}
-
-
-@keras.saving.register_keras_serializable(package="finetune")
-class WarmupCosineLR(LearningRateSchedule):
-    """Linear warm-up from 0 to ``lr0`` over ``warmup_steps``, then cosine decay.
-
-    ``lr = lr0 * step / warmup_steps`` while warming up, then
-    ``lr0 * (alpha + (1 - alpha) * (1 + cos(pi * p)) / 2)`` with ``p`` the
-    fraction of the remaining steps done (clipped to 1 after ``total_steps``).
-    """
-
-    def __init__(self, learning_rate: float, total_steps: int, warmup_steps: int = 0,
-                 alpha: float = 0.0):
-        self.learning_rate, self.total_steps = float(learning_rate), int(total_steps)
-        self.warmup_steps, self.alpha = int(warmup_steps), float(alpha)
-
-    def __call__(self, step):
-        s = _step(step)
-        decay_steps = max(self.total_steps - self.warmup_steps, 1)
-        progress = ops.clip((s - self.warmup_steps) / decay_steps, 0.0, 1.0)
-        cosine = self.alpha + (1 - self.alpha) * 0.5 * (1 + ops.cos(math.pi * progress))
-        decayed = self.learning_rate * cosine
-        if self.warmup_steps == 0:
-            return decayed
-        warm = self.learning_rate * s / self.warmup_steps
-        return ops.where(s < self.warmup_steps, warm, decayed)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"learning_rate": self.learning_rate, "total_steps": self.total_steps,
-                "warmup_steps": self.warmup_steps, "alpha": self.alpha}
-
-
-def make_schedule(
-    name: str,
-    learning_rate: float,
-    *,
-    steps_per_epoch: int,
-    epochs: int,
-    **params: Any,
-) -> LearningRateSchedule | keras.callbacks.ReduceLROnPlateau:
-    """Build a learning-rate schedule from its short name.
-
-    Returns a step-based ``LearningRateSchedule`` to pass as an optimizer's
-    ``learning_rate``, except for ``plateau``, which returns a
-    ``ReduceLROnPlateau`` callback (give the optimizer the float
-    ``learning_rate`` and pass the callback to ``fit``).
-
-    Names and ``params`` (defaults in brackets):
-
-    - ``constant``: ``lr0``.
-    - ``power``: ``lr0 / (1 + step / s) ** c``; ``s`` in steps [one epoch], ``c`` [1].
-    - ``exponential``: ``lr0 * 0.1 ** (epoch / s)``, ``epoch = step / steps_per_epoch``;
-      ``s`` in epochs [``epochs``: lr0/10 at the end].
-    - ``piecewise``: ``boundaries`` in epochs (required), ``values``
-      [``lr0 * 0.1 ** i``].
-    - ``plateau``: ``factor`` [0.5], ``patience`` [5], ``monitor`` ["val_loss"], ...
-    - ``1cycle``: Smith's linear 1cycle to max lr ``lr0``; ``phase`` [0.45],
-      ``start_div`` [10], ``final_div`` [1000]. See :class:`OneCycleLR`.
-    - ``cosine``: linear warm-up over ``warmup_epochs`` [0] then cosine decay
-      to ``alpha * lr0`` [0] at the end of training.
-
-    Example:
-
-    >>> sched = make_schedule("exponential", 0.1, steps_per_epoch=10, epochs=5, s=2)
-    >>> round(float(sched(20)), 4)  # epoch 2 = one s
-    0.01
-    """
-    total_steps = int(steps_per_epoch) * int(epochs)
-    key = name.lower()
-    try:
-        if key == "constant":
-            return ConstantLR(learning_rate, **params)
-        if key == "power":
-            return PowerLR(learning_rate, s=params.pop("s", steps_per_epoch), **params)
-        if key == "exponential":
-            return ExponentialLR(learning_rate, s=params.pop("s", epochs),
-                                 steps_per_epoch=steps_per_epoch, **params)
-        if key == "piecewise":
-            boundaries = params.pop("boundaries")
-            values = params.pop("values", [learning_rate * 0.1**i for i in range(len(boundaries) + 1)])
-            return PiecewiseLR(boundaries, values, steps_per_epoch=steps_per_epoch, **params)
-        if key == "plateau":
-            kwargs = {"monitor": "val_loss", "factor": 0.5, "patience": 5, **params}
-            from .callbacks import ResumablePlateau
-
-            return ResumablePlateau(**kwargs)
-        if key == "1cycle":
-            return OneCycleLR(learning_rate, total_steps=total_steps, **params)
-        if key == "cosine":
-            warmup = round(params.pop("warmup_epochs", 0) * steps_per_epoch)
-            return WarmupCosineLR(learning_rate, total_steps=total_steps,
-                                  warmup_steps=warmup, **params)
-    except TypeError as err:  # an unexpected keyword
-        raise ValueError(f"Bad parameters for schedule {name!r}: {err}") from None
-    except KeyError as err:
-        raise ValueError(f"Schedule {name!r} needs parameter {err}.") from None
-    raise _unknown_name("schedule", name, SCHEDULES)
-
-
-# --------------------------------------------------------------------------
 # Discriminative (per-group) learning rates.
 # --------------------------------------------------------------------------
 
@@ -341,16 +126,17 @@ class _PerVariableLR:
         return _lookup_by_path(self.lr_multipliers, variable.path)
 
     def build(self, variables):
-        self._multiplier_by_key = {self._var_key(v): self.multiplier(v) for v in variables}
+        self._multiplier_by_key = {variable_key(self, v): self.multiplier(v) for v in variables}
         super().build(variables)
 
     def update_step(self, gradient, variable, learning_rate):
         # Under TF, `variable` is the backing tf.Variable, so look it up by key.
-        m = self._multiplier_by_key.get(self._var_key(variable), 1.0)
+        m = self._multiplier_by_key.get(variable_key(self, variable), 1.0)
         if m != 1.0:
             learning_rate = learning_rate * m
         return super().update_step(gradient, variable, learning_rate)
 
+    # Overrides Keras's (private) Optimizer hook for decoupled weight decay, to scale it per group.
     def _apply_weight_decay(self, variables):
         if self.weight_decay is None:
             return
@@ -369,20 +155,48 @@ class _PerVariableLR:
         return {**super().get_config(), "lr_multipliers": dict(self.lr_multipliers)}
 
 
-def _discriminative_class(cls: type) -> type:
-    name = f"Discriminative{cls.__name__}"
-    klass = type(name, (_PerVariableLR, cls), {
-        "__doc__": f"{cls.__name__} with per-variable learning-rate multipliers "
-                   "(see :func:`discriminative_optimizer`).",
-        "__module__": __name__,
-    })
-    return keras.saving.register_keras_serializable(package="finetune", name=name)(klass)
+@keras.saving.register_keras_serializable(package="finetune")
+class DiscriminativeSGD(_PerVariableLR, keras.optimizers.SGD):
+    """SGD with per-variable learning-rate multipliers (see :func:`discriminative_optimizer`)."""
 
 
-_DISCRIMINATIVE = {cls: _discriminative_class(cls)
-                   for cls in {spec[0] for spec in _OPTIMIZER_SPECS.values()}}
-for _klass in _DISCRIMINATIVE.values():
-    globals()[_klass.__name__] = _klass
+@keras.saving.register_keras_serializable(package="finetune")
+class DiscriminativeAdagrad(_PerVariableLR, keras.optimizers.Adagrad):
+    """Adagrad with per-variable learning-rate multipliers (see :func:`discriminative_optimizer`)."""
+
+
+@keras.saving.register_keras_serializable(package="finetune")
+class DiscriminativeRMSprop(_PerVariableLR, keras.optimizers.RMSprop):
+    """RMSprop with per-variable learning-rate multipliers (see :func:`discriminative_optimizer`)."""
+
+
+@keras.saving.register_keras_serializable(package="finetune")
+class DiscriminativeAdam(_PerVariableLR, keras.optimizers.Adam):
+    """Adam with per-variable learning-rate multipliers (see :func:`discriminative_optimizer`)."""
+
+
+@keras.saving.register_keras_serializable(package="finetune")
+class DiscriminativeAdamW(_PerVariableLR, keras.optimizers.AdamW):
+    """AdamW with per-variable learning-rate multipliers (see :func:`discriminative_optimizer`)."""
+
+
+@keras.saving.register_keras_serializable(package="finetune")
+class DiscriminativeNadam(_PerVariableLR, keras.optimizers.Nadam):
+    """Nadam with per-variable learning-rate multipliers (see :func:`discriminative_optimizer`)."""
+
+
+# Keras optimizer class -> its discriminative subclass (one per class in _OPTIMIZER_SPECS).
+_DISCRIMINATIVE: dict[type[keras.optimizers.Optimizer], type[keras.optimizers.Optimizer]] = {
+    keras.optimizers.SGD: DiscriminativeSGD,
+    keras.optimizers.Adagrad: DiscriminativeAdagrad,
+    keras.optimizers.RMSprop: DiscriminativeRMSprop,
+    keras.optimizers.Adam: DiscriminativeAdam,
+    keras.optimizers.AdamW: DiscriminativeAdamW,
+    keras.optimizers.Nadam: DiscriminativeNadam,
+}
+
+assert {spec[0] for spec in _OPTIMIZER_SPECS.values()} <= set(_DISCRIMINATIVE), \
+    "every optimizer class of _OPTIMIZER_SPECS has a discriminative subclass"
 
 
 def group_multipliers(n_groups: int, spread: float = 100.0) -> list[float]:
