@@ -104,7 +104,7 @@ def save_run(result: FineTuneResult, run_dir: str | Path, metrics: dict[str, Any
         "phase 1 (frozen base)": f"{sum(r['phase'] == 'head' for r in result.history)} epochs at lr {cfg.lr:g}"
         + (" on cached features" if cfg.cache_features else ""),
         "phase 2 (unfrozen)": (f"{sum(r['phase'] == 'tune' for r in result.history)} epochs at lr {cfg.resolved_tune_lr:g}, "
-                               f"{len(result.unfrozen_layers)} layers unfrozen") if result.unfreeze_epoch else "skipped",
+                               f"{len(result.unfrozen_layers)} layers unfrozen ({result.unfreeze_policy})") if result.unfreeze_epoch else "skipped",
         "weights kept": result.kept_reason(),
         "time": ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()),
     }

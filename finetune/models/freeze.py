@@ -10,6 +10,7 @@ to ``trainable`` (#6405); :func:`finetune.training.fine_tune` does that.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -49,7 +50,9 @@ class UnfreezePolicy:
 
     Example:
         >>> policy = UnfreezePolicy(from_layer="block5_conv1")   # seed 002
-        >>> unfrozen = policy.apply(vgg16_base)                   # doctest: +SKIP
+        >>> vgg16_base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+        >>> policy.apply(vgg16_base)
+        ['block5_conv1', 'block5_conv2', 'block5_conv3']
     """
 
     from_layer: str | None = None
@@ -104,7 +107,12 @@ class UnfreezePolicy:
                 unfrozen.append(layer.name)
         return unfrozen
 
+    def state_dict(self) -> dict:
+        """The policy as plain values (Lightning's convention); ``UnfreezePolicy(**state)`` rebuilds it."""
+        return dataclasses.asdict(self)
+
     def describe(self) -> str:
+        """Where fine-tuning starts, in words (the run report shows it)."""
         if self.from_layer is not None:
             return f"from layer {self.from_layer}"
         if self.last_blocks is not None:

@@ -98,6 +98,7 @@ class FineTuneResult:
         history: One dict per epoch over both phases (``phase`` is ``head`` or ``tune``).
         unfreeze_epoch: The first epoch of phase 2 (1-based), or ``None``.
         unfrozen_layers: Names of the base layers trained in phase 2.
+        unfreeze_policy: Where phase 2 started unfreezing, in words (e.g. "from layer block6a").
         timings: Seconds spent scanning, caching features, and in each phase.
         kept_phase1: True when phase 2 did not beat phase 1 and its weights were restored.
     """
@@ -111,6 +112,7 @@ class FineTuneResult:
     unfrozen_layers: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     kept_phase1: bool = False
+    unfreeze_policy: str = ""
 
     @property
     def class_names(self) -> list[str]:
@@ -233,7 +235,8 @@ class RecipeRun:
         for name in ("head", "tune"):
             self.timings.setdefault(name, 0.0)
         return FineTuneResult(self.parts.model, self.parts, self.folder, self.config, self.rows,
-                              self.unfreeze_epoch, self.unfrozen_layers, self.timings, self.kept_earlier)
+                              self.unfreeze_epoch, self.unfrozen_layers, self.timings, self.kept_earlier,
+                              self.policy.describe())
 
     # -- inputs of a phase ---------------------------------------------------------
 
