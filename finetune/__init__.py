@@ -61,11 +61,18 @@ def _public(name: str):
     return getattr(_importlib.import_module(module), name)
 
 
+#: Subpackages and modules reachable as attributes after a bare ``import finetune``.
+_SUBMODULES = ("cache", "choices", "cli", "config", "data", "evaluation", "export", "models", "runs", "tracking",
+               "training", "util")
+
+
 def __getattr__(name: str):
     if name in _PUBLIC:
         value = _public(name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"finetune.{name}")
     raise AttributeError(f"module 'finetune' has no attribute {name!r}")
 
 
@@ -95,6 +102,9 @@ MOVED_MODULES = {
 class _MovedModuleFinder(_abc.MetaPathFinder, _abc.Loader):
     """Serves an old module path (and its submodules) from the module's new home."""
 
+    def __init__(self):
+        self._own_specs: dict[int, object] = {}
+
     def find_spec(self, name, path=None, target=None):
         old = next((o for o in MOVED_MODULES if name == o or name.startswith(o + ".")), None)
         if old is None:
@@ -105,12 +115,16 @@ class _MovedModuleFinder(_abc.MetaPathFinder, _abc.Loader):
         old = next(o for o in MOVED_MODULES if spec.name == o or spec.name.startswith(o + "."))
         new = MOVED_MODULES[old] + spec.name[len(old):]
         if spec.name == old:
+            # stacklevel 2: Python drops its import-machinery frames, so this names the importing line.
             _warnings.warn(f"{old} moved to {MOVED_MODULES[old]}; the old path will be removed in finetune 0.3",
-                           DeprecationWarning, stacklevel=6)
-        return _importlib.import_module(new)
+                           DeprecationWarning, stacklevel=2)
+        module = _importlib.import_module(new)
+        self._own_specs[id(module)] = module.__spec__
+        return module
 
     def exec_module(self, module):
-        pass
+        # The import system has just set __spec__ to the alias's; the module keeps its own.
+        module.__spec__ = self._own_specs.pop(id(module), module.__spec__)
 
 
 class _Package(_types.ModuleType):
@@ -126,4 +140,4 @@ class _Package(_types.ModuleType):
 
 _sys.modules[__name__].__class__ = _Package
 if not any(isinstance(f, _MovedModuleFinder) for f in _sys.meta_path):
-    _sys.meta_path.append(_MovedModuleFinder())
+    _sys.meta_path.insert(0, _MovedModuleFinder())  # before the path finder, which would load a second copy

@@ -112,7 +112,8 @@ def tracking_callbacks(run_dir: str | os.PathLike, tensorboard: bool = False, ml
         TrackingError: mlflow (for ``mlflow_uri``) or tensorboard (for ``tensorboard``) not installed.
 
     Example:
-        >>> [type(c).__name__ for c in tracking_callbacks("runs/x", tensorboard=True)]   # doctest: +SKIP
+        >>> import tempfile
+        >>> [type(c).__name__ for c in tracking_callbacks(tempfile.mkdtemp(), tensorboard=True)]
         ['TensorBoard']
     """
     callbacks: list[keras.callbacks.Callback] = []

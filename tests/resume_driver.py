@@ -30,8 +30,21 @@ class KillAfterEpoch(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def force_plateau(**overrides):
+    """Make ``schedule="plateau"`` build its callback with ``overrides`` (TrainConfig has no plateau options)."""
+    import finetune.training.callbacks as callbacks
+
+    class Plateau(callbacks.ResumablePlateau):
+        def __init__(self, **kwargs):
+            super().__init__(**{**kwargs, **overrides})
+
+    callbacks.ResumablePlateau = Plateau
+
+
 def main():
     args = json.loads(sys.argv[1])
+    if args.get("plateau"):
+        force_plateau(**args["plateau"])
     config = TrainConfig(**args["config"])
     callbacks = [KillAfterEpoch([], args["kill_at"])] if args.get("kill_at") else []
     run_dir, result, _ = train(config, verbose=0, callbacks=callbacks, resume=args.get("resume"))

@@ -14,37 +14,69 @@ def run(*args):
     return result.exit_code, result.output
 
 
-def test_train_evaluate_predict_end_to_end(image_folder, tmp_path):
-    code, out = run("train", image_folder, *TINY_FLAGS, "--head-epochs", 3, "--tune-epochs", 1,
-                    "--hidden", "16", "--output", tmp_path / "runs", "--name", "e2e")
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny run folder, trained once with the CLI, for the commands that read it."""
+    from conftest import make_image_folder
+
+    root = tmp_path_factory.mktemp("cli")
+    image_folder = make_image_folder(root / "data")
+    with pytest.MonkeyPatch.context() as mp:  # the autouse cache fixture is function-scoped
+        mp.setenv("FINETUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+        code, out = run("train", image_folder, *TINY_FLAGS, "--head-epochs", 3, "--tune-epochs", 1,
+                        "--hidden", "16", "--output", root / "runs", "--name", "e2e")
+    return code, out, image_folder, root / "runs" / "e2e"
+
+
+@pytest.fixture
+def run_dir(trained):
+    code, out, _, run_dir = trained
+    if code != 0:
+        pytest.fail(f"the shared training run failed (see test_train_writes_the_run_folder): {out}")
+    return run_dir
+
+
+def test_train_writes_the_run_folder(trained):
+    code, out, _, run_dir = trained
     assert code == 0, out
     assert "test accuracy:" in out and "report:" in out
-    run_dir = tmp_path / "runs" / "e2e"
     assert (run_dir / "model.keras").exists()
 
+
+def test_report_shows_the_worst_mistakes(run_dir):
     assert (run_dir / "worst.png").exists() and "worst.png" in (run_dir / "report.md").read_text()
 
+
+def test_evaluate_with_tta(run_dir):
     code, out = run("evaluate", run_dir, "--tta")
     assert code == 0, out
     assert "accuracy:" in out and "confusion matrix" in out and "class_a" in out and "TTA accuracy:" in out
 
+
+def test_export_tflite(run_dir, tmp_path):
     code, out = run("export", run_dir, "--format", "tflite", "--out", tmp_path / "m.tflite")
     assert code == 0, out
     assert (tmp_path / "m.tflite").exists() and "top-1" in out.lower()
 
-    image = next((image_folder / "class_b").iterdir())
+
+def test_predict_one_image_top_k(trained, run_dir):
+    image = next((trained[2] / "class_b").iterdir())
     code, out = run("predict", run_dir, image, "-k", 2)
     assert code == 0, out
     assert str(image) in out and out.count("%") == 2
 
-    code, out = run("predict", run_dir, image_folder / "class_a", "--csv", tmp_path / "p.csv")
+
+def test_predict_a_folder_to_csv(trained, run_dir, tmp_path):
+    code, out = run("predict", run_dir, trained[2] / "class_a", "--csv", tmp_path / "p.csv")
     assert code == 0, out
     rows = list(csv.reader(open(tmp_path / "p.csv")))
     assert rows[0][:3] == ["path", "class_1", "prob_1"] and len(rows) == 13
 
+
+def test_train_again_from_the_run_config(run_dir):
     code, out = run("train", "--config", run_dir / "config.yaml", "--head-epochs", 1, "--tune-epochs", 0, "-q")
     assert code == 0, out
-    assert (tmp_path / "runs" / "e2e-2" / "model.keras").exists()
+    assert (run_dir.parent / "e2e-2" / "model.keras").exists()
 
 
 @pytest.mark.parametrize("args, message", [

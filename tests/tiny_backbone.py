@@ -2,7 +2,7 @@
 
 import keras
 
-from finetune.backbones import Backbone, register
+from finetune.models.backbones import Backbone, register
 
 
 def build_tiny(input_shape, weights):

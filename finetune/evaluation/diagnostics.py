@@ -133,9 +133,12 @@ def tta_predict(model: keras.Model, images: np.ndarray, *, flip: bool = True, cr
         ``(n, num_classes)`` probabilities (binary sigmoid outputs expanded to 2 columns).
 
     Example:
-        >>> probs = tta_predict(model, load_images(["rose.jpg"], 224))   # doctest: +SKIP
+        >>> import keras, numpy as np
+        >>> model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.GlobalAveragePooling2D(),
+        ...                           keras.layers.Dense(5, activation="softmax")])
+        >>> probs = tta_predict(model, np.zeros((2, 32, 32, 3)))   # or load_images(["rose.jpg"], 32)
         >>> probs.shape
-        (1, 5)
+        (2, 5)
     """
     out = []
     forward = inference_fn(model)

@@ -77,8 +77,14 @@ def mc_dropout_model(model: keras.Model, seed: int | None = None) -> keras.Model
 
     Example:
 
+    >>> import keras, numpy as np
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dropout(0.5),
+    ...                           keras.layers.Dense(3, activation="softmax")])
+    >>> x = np.ones((2, 4), "float32")
     >>> mc_model = mc_dropout_model(model, seed=0)
     >>> samples = [mc_model(x, training=False) for _ in range(30)]
+    >>> len(samples), tuple(samples[0].shape)
+    (30, (2, 3))
     """
     counter = iter(range(1 << 30))
 
@@ -121,7 +127,13 @@ def mc_predict(
 
     Example:
 
+    >>> import keras, numpy as np
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dropout(0.5),
+    ...                           keras.layers.Dense(3, activation="softmax")])
+    >>> x_test, y_test = np.random.default_rng(0).random((20, 4)), np.zeros(20, int)
     >>> result = mc_predict(model, x_test, samples=30, seed=0)
+    >>> result.samples.shape, result.mean.shape
+    ((30, 20, 3), (20, 3))
     >>> accuracy = (result.predicted_class == y_test).mean()
     >>> most_uncertain = result.entropy.argsort()[-10:]
     """

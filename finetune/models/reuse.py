@@ -64,11 +64,17 @@ def reuse(
 
     Example:
 
+    >>> import keras, numpy as np
+    >>> model_a = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"),
+    ...                             keras.layers.Dense(5, activation="softmax")])
+    >>> x_b, y_b = np.random.default_rng(0).random((32, 8)), np.arange(32) % 2
     >>> model_b_on_a = reuse(model_a, num_outputs=1)   # drop softmax, add sigmoid
     >>> model_b_on_a.compile(loss="binary_crossentropy", optimizer="adam")
-    >>> model_b_on_a.fit(x_b, y_b, epochs=4)          # model_a is untouched
+    >>> history = model_b_on_a.fit(x_b, y_b, epochs=4, verbose=0)   # model_a is untouched
     >>> for layer in model_b_on_a.layers[:-1]:
     ...     layer.trainable = True
+    >>> model_b_on_a.output_shape
+    (None, 1)
     """
     source = _load(model_or_path, unsafe) if isinstance(model_or_path, (str, os.PathLike)) else model_or_path
     if not isinstance(source, keras.Model):

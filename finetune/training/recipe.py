@@ -231,7 +231,13 @@ class RecipeRun:
         self.timings[phase.name] = self.timings.get(phase.name, 0.0) + time.perf_counter() - started
 
     def result(self) -> FineTuneResult:
+        from .optim import make_optimizer
+
         freeze(self.parts.base)
+        # Compiled afresh for the frozen base: ready for model.fit, and saved without a stale phase-2 optimizer.
+        self.parts.model.compile(optimizer=make_optimizer(self.config.optimizer, self.config.lr),
+                                 loss=self.context.loss, metrics=["accuracy"])
+        self.parts.model.optimizer.build(self.parts.model.trainable_variables)
         for name in ("head", "tune"):
             self.timings.setdefault(name, 0.0)
         return FineTuneResult(self.parts.model, self.parts, self.folder, self.config, self.rows,

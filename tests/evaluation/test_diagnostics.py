@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from finetune import build_model, scan_folder
-from finetune.inspect import evaluate_tta, plot_worst_mistakes, top_losses, tta_predict, tta_views
+from finetune.evaluation.diagnostics import evaluate_tta, plot_worst_mistakes, top_losses, tta_predict, tta_views
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import keras
 
-from finetune.uncertainty import expected_calibration_error, mc_predict, predictive_entropy
+from finetune.evaluation.uncertainty import expected_calibration_error, mc_predict, predictive_entropy
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(40, 5)).astype("float32")

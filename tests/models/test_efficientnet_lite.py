@@ -10,12 +10,12 @@ import keras
 import numpy as np
 import pytest
 
-from finetune.backbones import efficientnet_lite as lite
-from finetune.backbones import get_backbone, preprocess_numpy
-from finetune.backbones.imagenet import imagenet_class_names
-from finetune.backbones.pth import load_state_dict
+from finetune.models.backbones import efficientnet_lite as lite
+from finetune.models.backbones import get_backbone, preprocess_numpy
+from finetune.models.backbones.imagenet import imagenet_class_names
+from finetune.models.backbones.pth import load_state_dict
 
-GOLDEN = Path(__file__).parent / "golden" / "efficientnet_lite0_logits.npz"
+GOLDEN = Path(__file__).parents[1] / "golden" / "efficientnet_lite0_logits.npz"
 LITE0 = lite.VARIANTS["efficientnet_lite0"]
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from finetune.backbones.pth import LEGACY_MAGIC_NUMBER, UnsafePickleError, load_state_dict
+from finetune.models.backbones.pth import LEGACY_MAGIC_NUMBER, UnsafePickleError, load_state_dict
 
 STORAGE_NAMES = {np.dtype("float32"): "FloatStorage", np.dtype("float64"): "DoubleStorage",
                  np.dtype("float16"): "HalfStorage", np.dtype("int64"): "LongStorage"}

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import keras
 
-from finetune.reuse import reuse
+from finetune.models.reuse import reuse
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(32, 6)).astype("float32")

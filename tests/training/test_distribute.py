@@ -16,7 +16,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from finetune.distribute import DistributeError, global_batch_size, make_strategy, scale_learning_rate, tf_config_from_env
+from finetune.training.distribute import DistributeError, global_batch_size, make_strategy, scale_learning_rate, tf_config_from_env
 
 TIMEOUT_S = 60  # per process; on an idle 2-core machine each case takes about 10 s
 TINY_MODEL = """
@@ -32,7 +32,7 @@ MIRRORED = """
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from finetune.distribute import make_strategy, global_batch_size
+from finetune.training.distribute import make_strategy, global_batch_size
 strategy = make_strategy("mirrored")
 with strategy.scope():
 {model}
@@ -43,8 +43,8 @@ print("RESULT", json.dumps({{"replicas": strategy.num_replicas_in_sync, "loss": 
 
 WORKER = """
 import sys
-from finetune.distribute import make_strategy, global_batch_size
-from finetune.trainer import Trainer
+from finetune.training.distribute import make_strategy, global_batch_size
+from finetune.training.loop import Trainer
 strategy = make_strategy("multiworker")
 with strategy.scope():
 {model}

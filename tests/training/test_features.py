@@ -7,7 +7,7 @@ import numpy as np
 
 from conftest import TINY_RUN
 from finetune import build_model, fine_tune, scan_folder
-from finetune.features import FeatureCache
+from finetune.training.features import FeatureCache
 
 
 def _head_after(folder, cache_features: bool):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from finetune.trainer import Trainer
+from finetune.training.loop import Trainer
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -225,7 +225,7 @@ def test_mirrored_strategy_on_two_logical_cpus():
 
 
 def test_optimizer_override_on_compiled_model_and_discriminative_rates():
-    from finetune.optim import discriminative_optimizer, layer_groups
+    from finetune.training.optim import discriminative_optimizer, layer_groups
 
     x, y = data(32)
     reference, model = tiny_model(), tiny_model()

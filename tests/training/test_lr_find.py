@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from finetune.lr_find import LRFindResult, lr_find
+from finetune.training.lr_find import LRFindResult, lr_find
 
 
 def classifier(seed: int = 0) -> keras.Model:

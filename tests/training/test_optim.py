@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from finetune.optim import (
+from finetune.training.optim import (
     OPTIMIZERS,
     discriminative_optimizer,
     group_multipliers,

@@ -95,3 +95,14 @@ def test_two_phase_recipe_runs_with_toolkit_options(image_folder, options):
     result = fine_tune(str(image_folder), **{**TINY_RUN, **options}, head_epochs=3, tune_epochs=2, patience=0, verbose=0)
     assert [r["phase"] for r in result.history] == ["head"] * 3 + ["tune"] * 2
     assert all(np.isfinite(r["loss"]) for r in result.history)
+
+
+def test_a_saved_result_loads_without_warnings(image_folder, tmp_path):
+    import warnings
+
+    result = fine_tune(str(image_folder), **TINY_RUN, head_epochs=1, tune_epochs=1, verbose=0)
+    result.model.save(tmp_path / "m.keras")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        keras.models.load_model(tmp_path / "m.keras")
+    assert [str(w.message) for w in caught] == []

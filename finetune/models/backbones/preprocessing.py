@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import keras
 
-IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
+IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)  # caffe mode (Keras's VGG/ResNet)
+TORCH_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)  # torchvision's transforms.Normalize
 IMAGENET_STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
@@ -26,7 +27,7 @@ def preprocessing_layer(mode: str, name: str = "preprocess") -> keras.layers.Lay
     if mode == "tf":
         return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name=name)
     if mode == "torch":
-        mean = np.asarray(IMAGENET_MEAN_RGB, "float32")
+        mean = np.asarray(TORCH_MEAN_RGB, "float32")
         var = np.asarray(IMAGENET_STD_RGB, "float32") ** 2
         return keras.layers.Normalization(mean=mean, variance=var, name=name)
     if mode == "caffe":
@@ -49,7 +50,7 @@ def preprocess_numpy(images: np.ndarray, mode: str) -> np.ndarray:
     if mode == "tf":
         return x / 127.5 - 1.0
     if mode == "torch":
-        return (x - np.asarray(IMAGENET_MEAN_RGB, "float32")) / np.asarray(IMAGENET_STD_RGB, "float32")
+        return (x - np.asarray(TORCH_MEAN_RGB, "float32")) / np.asarray(IMAGENET_STD_RGB, "float32")
     if mode == "caffe":
         return x[..., ::-1] - np.asarray(IMAGENET_MEAN_RGB[::-1], "float32")
     raise ValueError(f"unknown preprocessing mode {mode!r}")
