@@ -25,6 +25,8 @@ Loop = Literal["fit", "trainer"]
 Strategy = Literal["auto", "none", "mirrored", "multiworker"]
 Precision = Literal["float32", "mixed"]
 ClassWeight = Literal["balanced"]
+TuneInputs = Literal["auto", "activations", "images"]
+CacheDtype = Literal["float32", "float16"]
 ExportFormat = Literal["savedmodel", "tflite", "onnx"]
 Quantization = Literal["float16", "int8"]
 
@@ -42,5 +44,7 @@ LOOPS = choices_of(Loop)
 STRATEGIES = choices_of(Strategy)
 PRECISIONS = choices_of(Precision)
 CLASS_WEIGHTS = choices_of(ClassWeight)
+TUNE_INPUTS = choices_of(TuneInputs)
+CACHE_DTYPES = choices_of(CacheDtype)
 EXPORT_FORMATS = choices_of(ExportFormat)
 QUANTIZATIONS = choices_of(Quantization)

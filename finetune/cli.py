@@ -12,7 +12,7 @@ import click
 from ._compat import import_tensorflow_quietly
 from .choices import (
     AUGMENT_PRESETS, CLASS_WEIGHTS, EXPORT_FORMATS, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, QUANTIZATIONS, SCHEDULES,
-    STRATEGIES,
+    STRATEGIES, TUNE_INPUTS, CACHE_DTYPES,
 )
 
 EXIT_USAGE = 2
@@ -131,7 +131,11 @@ TRAIN_OPTIONS = [
     _opt("--class-weight", click.Choice(CLASS_WEIGHTS), "Weight classes inversely to their frequency."),
     click.option("--cache-features/--no-cache-features", "cache_features", default=None,
                  help="Run the frozen base once and train the head on cached features. [default: on]"),
-    _opt("--cache-variants", int, "Augmented copies per image in the feature cache."),
+    _opt("--cache-variants", int, "K augmented copies per image in the caches: phase 1 trains on the original and all "
+         "K copies every epoch; phase 2 (cached) on one of the 1+K per epoch."),
+    _opt("--tune-inputs", click.Choice(TUNE_INPUTS), "Phase 2 on cached activations at the unfreeze point (the frozen "
+         "bottom runs once per image and copy) or on live images; auto: cached unless that would drop augmentation."),
+    _opt("--cache-dtype", click.Choice(CACHE_DTYPES), "Storage of cached phase-2 activations (float16 halves memory)."),
     click.option("--tensorboard/--no-tensorboard", "tensorboard", default=None, help="TensorBoard logs in RUN/tensorboard. [default: off]"),
     _opt("--mlflow", str, "MLflow tracking URI (e.g. sqlite:///mlflow.db); needs `pip install mlflow`."),
     _opt("--output", str, "Folder that receives run folders."),

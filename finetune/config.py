@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 from .choices import (
-    AUGMENT_PRESETS, CLASS_WEIGHTS, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, SCHEDULES, STRATEGIES,
+    AUGMENT_PRESETS, CACHE_DTYPES, CLASS_WEIGHTS, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, SCHEDULES, STRATEGIES,
+    TUNE_INPUTS,
 )
 from .util import suggest
 
@@ -71,8 +72,17 @@ class TrainConfig:
     class_weight: str | None = None
     cache_features: bool = True
     cache_variants: int = 0
+    tune_inputs: str = "auto"
+    cache_dtype: str = "float32"
     output: str = "runs"
     name: str | None = None
+
+    @property
+    def resolved_tune_inputs(self) -> str:
+        """``auto``: cached activations when they lose nothing (no augmentation, or augmented copies cached)."""
+        if self.tune_inputs != "auto":
+            return self.tune_inputs
+        return "activations" if self.augment == "none" or self.cache_variants > 0 else "images"
 
     @property
     def resolved_tune_lr(self) -> float:
@@ -116,6 +126,8 @@ class TrainConfig:
         _check_choice("loop", self.loop, LOOPS)
         _check_choice("strategy", self.strategy, STRATEGIES)
         _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("tune_inputs", self.tune_inputs, TUNE_INPUTS)
+        _check_choice("cache_dtype", self.cache_dtype, CACHE_DTYPES)
         _check_range("warmup_epochs", self.warmup_epochs, 0, None)
         if self.clipnorm is not None:
             _check_range("clipnorm", self.clipnorm, 0, None, inclusive_low=False)

@@ -106,6 +106,7 @@ def save_run(result: FineTuneResult, run_dir: str | Path, metrics: dict[str, Any
         "phase 2 (unfrozen)": (f"{sum(r['phase'] == 'tune' for r in result.history)} epochs at lr {cfg.resolved_tune_lr:g}, "
                                f"{len(result.unfrozen_layers)} layers unfrozen ({result.unfreeze_policy})") if result.unfreeze_epoch else "skipped",
         "weights kept": result.kept_reason(),
+        **({"choices": "; ".join(result.notes)} if result.notes else {}),
         "time": ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()),
     }
     report = markdown_report(title=f"finetune run `{run_dir.name}`", summary=summary, metrics=metrics,

@@ -82,7 +82,7 @@ def make_dataset(
     plain = decoded_from(source) if streaming else source
     if epochs is not None:
         # One branch per epoch with a Python-int seed (a tensor seed breaks once a global seed is set).
-        ds = _concat_epochs(lambda e: (shuffled(seed + e, False) if shuffle else plain).batch(batch_size), *epochs)
+        ds = concat_epochs(lambda e: (shuffled(seed + e, False) if shuffle else plain).batch(batch_size), *epochs)
     else:
         ds = (shuffled(seed, True) if shuffle else plain).batch(batch_size)
 
@@ -113,11 +113,11 @@ def epoch_batches(ds, first: int, last: int, *, batch_size: int, seed: int, buff
     The order of an epoch depends only on its number, which is what makes a
     resumed run see the same batches as an uninterrupted one.
     """
-    return _concat_epochs(lambda e: ds.shuffle(buffer, seed=seed + e, reshuffle_each_iteration=False).batch(batch_size),
+    return concat_epochs(lambda e: ds.shuffle(buffer, seed=seed + e, reshuffle_each_iteration=False).batch(batch_size),
                           first, last)
 
 
-def _concat_epochs(one_epoch, first: int, last: int):
+def concat_epochs(one_epoch, first: int, last: int):
     """``one_epoch(e)`` for e in ``first .. last-1``, back to back.
 
     One branch per epoch with a Python-int seed: a tensor seed inside

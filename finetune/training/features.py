@@ -44,11 +44,14 @@ def weights_fingerprint(weights: str | None) -> str | None:
     return _file_sha256(os.path.abspath(weights), stat.st_size, stat.st_mtime_ns)
 
 
-def extract_features(parts, dataset, *, augmented: bool = False, verbose: int = 0) -> tuple[np.ndarray, ...]:
-    """Run the frozen base once over ``dataset``; return ``(features, labels[, weights])``.
+def extract_features(parts, dataset, *, augmented: bool = False, verbose: int = 0, split=None,
+                     dtype: str = "float32") -> tuple[np.ndarray, ...]:
+    """Run the frozen base once over ``dataset``; return ``(features..., labels[, weights])``.
 
-    With ``augmented=True`` the augmentation layers act (training mode) while
-    the base still runs in inference mode.
+    Without ``split`` the features are the pooled output of the base (one
+    array); with a :class:`~finetune.models.split.Split` they are the tensors
+    crossing its cut (one array each). With ``augmented=True`` the augmentation
+    layers act (training mode) while the base still runs in inference mode.
     """
     import tensorflow as tf
 
@@ -58,17 +61,23 @@ def extract_features(parts, dataset, *, augmented: bool = False, verbose: int = 
     def features(images):
         x = aug(images, training=True) if (augmented and aug is not None) else images
         x = prep(x) if prep is not None else x
-        return pool(base(x, training=False))
+        if split is not None:
+            return [tf.cast(t, dtype) for t in _as_list(split.bottom(x, training=False))]
+        return [pool(base(x, training=False))]
 
     chunks: list[list[np.ndarray]] = []
     progbar = keras.utils.Progbar(None, unit_name="batch") if verbose else None
     for i, batch in enumerate(dataset):
-        chunks.append([features(batch[0]).numpy()] + [np.asarray(t) for t in batch[1:]])
+        chunks.append([t.numpy() for t in features(batch[0])] + [np.asarray(t) for t in batch[1:]])
         if progbar:
             progbar.update(i + 1)
     if progbar:
         progbar.update(len(chunks), finalize=True)
     return tuple(np.concatenate([c[j] for c in chunks]) for j in range(len(chunks[0])))
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 class FeatureCache:
@@ -90,27 +99,35 @@ class FeatureCache:
         directory = cache_root() / "features" if fingerprint else None
         return cls(directory, identity)
 
-    def key(self, items: Sequence[tuple[str, int]], split: str, variant: int, weighted: bool) -> str:
+    def key(self, items: Sequence[tuple[str, int]], split: str, variant: int, weighted: bool, *,
+            cut: str | None = None, dtype: str = "float32") -> str:
         files = []
         for path, label in items:
             stat = os.stat(path)
             files.append((os.path.abspath(path), stat.st_size, stat.st_mtime_ns, label))
         payload = {**self.identity, "split": split, "variant": variant, "weighted": weighted, "files": files}
+        if cut is not None:  # activations at an unfreeze point (pooling plays no part); absent: old keys stay valid
+            payload.update({"cut": cut, "dtype": dtype})
+            payload.pop("pooling")
         if variant == 0:
             payload.pop("augment"), payload.pop("seed")
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
     def get_or_compute(self, items, loader: dict, parts, *, variant: int = 0, split: str = "train",
-                       verbose: int = 0) -> tuple[np.ndarray, ...]:
-        """Features for ``items`` (variant 0 = un-augmented), from the cache or computed now."""
+                       verbose: int = 0, cut=None, dtype: str = "float32") -> tuple[np.ndarray, ...]:
+        """Features for ``items`` (variant 0 = un-augmented), from the cache or computed now.
+
+        ``cut``: a :class:`~finetune.models.split.Split`: cache the activations
+        crossing it (stored as ``dtype``) instead of the pooled output of the base.
+        """
         weighted = loader.get("class_weights") is not None
-        key = self.key(items, split, variant, weighted)
+        key = self.key(items, split, variant, weighted, cut=cut.layer if cut is not None else None, dtype=dtype)
         cached = self._load(key)
         if cached is not None:
             self.hits += 1
             return cached
         dataset = make_dataset(items, cache=None, **loader)
-        arrays = extract_features(parts, dataset, augmented=variant > 0, verbose=verbose)
+        arrays = extract_features(parts, dataset, augmented=variant > 0, verbose=verbose, split=cut, dtype=dtype)
         self._store(key, arrays)
         return arrays
 

@@ -33,7 +33,9 @@ class Phase:
             (the whole model after the unfreeze policy is applied to the base;
             BatchNormalization stays frozen).
         inputs: ``"features"`` (the frozen base runs once per image and the head
-            trains on its cached outputs) or ``"images"`` (live, augmented).
+            trains on its cached outputs), ``"activations"`` (the frozen bottom,
+            below the unfreeze point, runs once per image and augmented copy and
+            the unfrozen top trains on its cached outputs) or ``"images"`` (live, augmented).
         lr: Peak learning rate.
         epochs: Epochs to train (0 skips the phase).
         schedule: Learning-rate schedule within the phase (:data:`finetune.choices.SCHEDULES`).
@@ -46,7 +48,7 @@ class Phase:
 
     name: str
     trains: Literal["head", "unfrozen"]
-    inputs: Literal["features", "images"]
+    inputs: Literal["features", "activations", "images"]
     lr: float
     epochs: int
     schedule: str = "constant"

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from ..config import ConfigError, TrainConfig
-from ..data import ImageFolder, balanced_class_weights, epoch_batches, make_dataset, scan_folder
+from ..data import ImageFolder, balanced_class_weights, concat_epochs, epoch_batches, make_dataset, scan_folder
 from ..models import Backbone, ModelParts, UnfreezePolicy, backbone_from_model, build_model, freeze, loss_for
 from .checkpoint import RunCheckpoint
 from .features import FeatureCache
@@ -39,7 +39,8 @@ def recipe_phases(config: TrainConfig) -> list[Phase]:
     return [
         Phase("head", trains="head", inputs="features" if config.cache_features else "images",
               lr=config.lr, epochs=config.head_epochs, **common),
-        Phase("tune", trains="unfrozen", inputs="images", lr=config.resolved_tune_lr, epochs=config.tune_epochs,
+        Phase("tune", trains="unfrozen", inputs=config.resolved_tune_inputs, lr=config.resolved_tune_lr,
+              epochs=config.tune_epochs,
               discriminative=config.discriminative, keep="if_better", **common),
     ]
 
@@ -99,6 +100,7 @@ class FineTuneResult:
         unfreeze_epoch: The first epoch of phase 2 (1-based), or ``None``.
         unfrozen_layers: Names of the base layers trained in phase 2.
         unfreeze_policy: Where phase 2 started unfreezing, in words (e.g. "from layer block6a").
+        notes: What the run chose on its own, and why (shown in the report).
         timings: Seconds spent scanning, caching features, and in each phase.
         kept_phase1: True when phase 2 did not beat phase 1 and its weights were restored.
     """
@@ -113,6 +115,7 @@ class FineTuneResult:
     timings: dict[str, float] = field(default_factory=dict)
     kept_phase1: bool = False
     unfreeze_policy: str = ""
+    notes: list[str] = field(default_factory=list)
 
     @property
     def class_names(self) -> list[str]:
@@ -200,6 +203,7 @@ class RecipeRun:
         self.unfreeze_epoch: int | None = None
         self.unfrozen_layers: list[str] = []
         self.kept_earlier: bool = False
+        self.notes: list[str] = []  # what the run chose, for the report
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -242,7 +246,7 @@ class RecipeRun:
             self.timings.setdefault(name, 0.0)
         return FineTuneResult(self.parts.model, self.parts, self.folder, self.config, self.rows,
                               self.unfreeze_epoch, self.unfrozen_layers, self.timings, self.kept_earlier,
-                              self.policy.describe())
+                              self.policy.describe(), self.notes)
 
     # -- inputs of a phase ---------------------------------------------------------
 
@@ -250,7 +254,59 @@ class RecipeRun:
         last = first_epoch + phase.epochs
         if phase.inputs == "features":
             return self._feature_data(len(self.rows), last), self.parts.classifier
+        if phase.inputs == "activations":
+            cut = self._cut()
+            if cut is not None:
+                return self._activation_data(cut, len(self.rows), last), self._top_model(cut)
         return self._image_data(len(self.rows), last), self.parts.model
+
+    def _cut(self):
+        """Where the unfrozen top starts, or ``None`` (with a warning) when phase 2 must run on live images."""
+        from ..models.split import CannotSplit, split_base
+
+        layer = self.parts.base.layers[self.policy.start_index(self.parts.base)].name
+        try:
+            cut = split_base(self.parts.base, layer)
+        except CannotSplit as err:
+            warnings.warn(f"phase 2 runs on live images: {err}", RuntimeWarning, stacklevel=3)
+            return None
+        self.notes.append(f"phase 2 trained on cached activations at {layer} ({' + '.join('x'.join(map(str, s)) for s in cut.shapes)} "
+                          f"per image, {1 + self.config.cache_variants} cop{'y' if not self.config.cache_variants else 'ies'})")
+        return cut
+
+    def _top_model(self, cut) -> keras.Model:
+        """The cut's inputs -> the unfrozen top (inference mode, like the base) -> pooling -> the head."""
+        inputs = [keras.Input(shape, name=f"cut_{i}") for i, shape in enumerate(cut.shapes)]
+        top = cut.top(inputs if len(inputs) > 1 else inputs[0], training=False)
+        return keras.Model(inputs, self.parts.classifier(self.parts.pool(top)), name="finetune_top")
+
+    def _activation_data(self, cut, first: int, last: int) -> PhaseData:
+        """Cached activations; epoch ``e`` trains on copy ``e mod (1 + cache_variants)`` of every image."""
+        import tensorflow as tf
+
+        config, parts = self.config, self.parts
+        start = time.perf_counter()
+        cache = FeatureCache.for_run(config, parts)
+        get = dict(cut=cut, dtype=config.cache_dtype, verbose=self.context.verbose)
+        loader = dict(self.loader, class_weights=self.class_weights)
+        copies = [cache.get_or_compute(self.folder.splits["train"], loader, parts, variant=v, **get)
+                  for v in range(1 + config.cache_variants)]
+        val = None
+        if self.val_ds is not None:
+            val = _as_batches(cache.get_or_compute(self.folder.splits["val"], self.loader, parts, split="val", **get),
+                              len(cut.shapes)).batch(config.batch_size)
+        self.timings["activations"] = self.timings.get("activations", 0.0) + time.perf_counter() - start
+        n = len(copies[0][0])
+
+        def epoch(e: int):
+            ds = _as_batches(copies[e % len(copies)], len(cut.shapes))
+            return ds.shuffle(n, seed=config.seed + e, reshuffle_each_iteration=False).batch(config.batch_size)
+
+        if self.context.loop == "trainer":
+            train = _as_batches(copies[0], len(cut.shapes)).shuffle(n, seed=config.seed).batch(config.batch_size)
+        else:
+            train = concat_epochs(epoch, first, last)
+        return PhaseData(train.prefetch(tf.data.AUTOTUNE), val, math.ceil(n / config.batch_size))
 
     def _image_data(self, first: int, last: int) -> PhaseData:
         items, config = self.folder.splits["train"], self.config
@@ -294,6 +350,14 @@ class RecipeRun:
         best_before = min((r.get(monitor, np.inf) for r in earlier), default=np.inf)
         best_now = min((r.get(monitor, np.inf) for r in self.rows if r["phase"] == phase.name), default=np.inf)
         return bool(best_now <= best_before)
+
+
+def _as_batches(arrays: tuple, n_inputs: int):
+    """A dataset of ``(inputs, labels[, weights])`` from cached arrays whose first ``n_inputs`` are model inputs."""
+    import tensorflow as tf
+
+    inputs = arrays[0] if n_inputs == 1 else tuple(arrays[:n_inputs])
+    return tf.data.Dataset.from_tensor_slices((inputs, *arrays[n_inputs:]))
 
 
 def _strategy(name: str):
