@@ -112,11 +112,35 @@ def write_tree(work: Path, seed: int) -> Path:
 
 
 def binary_accuracy(cm) -> float:
-    """Functional (class 0) vs defective (classes 1-3) from a 4-class confusion matrix."""
+    """0 vs rest: functional (class 0) vs any defect probability (classes 1-3), from a 4-class confusion matrix."""
     import numpy as np
 
     cm = np.asarray(cm)
     return float((cm[0, 0] + cm[1:, 1:].sum()) / cm.sum())
+
+
+def deitsch_binary(cm) -> float:
+    """Deitsch et al.'s binary task: defect probability > 0.5 is defective ({0, 1/3} vs {2/3, 1}), argmax of 4."""
+    import numpy as np
+
+    cm = np.asarray(cm)
+    return float((cm[:2, :2].sum() + cm[2:, 2:].sum()) / cm.sum())
+
+
+def balanced_accuracy(cm) -> float:
+    """Mean per-class recall."""
+    import numpy as np
+
+    cm = np.asarray(cm, dtype=float)
+    return float(np.mean(np.diag(cm) / np.maximum(cm.sum(axis=1), 1)))
+
+
+def defective_recall(cm) -> float:
+    """Recall of the 3_defective class (probability 1)."""
+    import numpy as np
+
+    cm = np.asarray(cm, dtype=float)
+    return float(cm[3, 3] / max(cm[3].sum(), 1))
 
 
 def run_seed(tree: Path, seed: int, overrides: dict, split: str) -> dict:
@@ -134,7 +158,7 @@ def run_seed(tree: Path, seed: int, overrides: dict, split: str) -> dict:
            "timings": {k: round(v, 1) for k, v in result.timings.items()},
            "epochs": {"head": sum(r["phase"] == "head" for r in result.history),
                       "tune": sum(r["phase"] == "tune" for r in result.history)},
-           "kept_phase1": result.kept_phase1}
+           "kept_phase1": result.kept_phase1, "kept": result.kept_reason()}
     for name in ("val", "test") if split == "test" else ("val",):
         items = folder.splits[name]
         by_type = {}
@@ -149,6 +173,9 @@ def run_seed(tree: Path, seed: int, overrides: dict, split: str) -> dict:
             "n": n,
             "accuracy": sum(cm[i][i] for i in range(len(cm))) / n,
             "binary": binary_accuracy(cm),
+            "deitsch_binary": deitsch_binary(cm),
+            "balanced": balanced_accuracy(cm),
+            "defective_recall": defective_recall(cm),
             "mono": by_type["mono"]["accuracy"], "poly": by_type["poly"]["accuracy"],
             "mono_binary": binary_accuracy(by_type["mono"]["confusion_matrix"]),
             "poly_binary": binary_accuracy(by_type["poly"]["confusion_matrix"]),
@@ -234,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(r)
         m = r[args.split]
         print(f"seed {seed}: {args.split} 4-class {m['accuracy']:.2%} (mono {m['mono']:.2%}, poly {m['poly']:.2%}), "
-              f"binary {m['binary']:.2%}; val 4-class {r['val']['accuracy']:.2%}; epochs {r['epochs']}; "
+              f"balanced {m['balanced']:.2%}, binary p>0.5 {m['deitsch_binary']:.2%}, 0-vs-rest {m['binary']:.2%}, "
+              f"defective recall {m['defective_recall']:.2%}; val 4-class {r['val']['accuracy']:.2%}; epochs {r['epochs']}; "
               f"wall {r['wall_s']:.0f}s ({', '.join(f'{k} {v:.0f}s' for k, v in r['timings'].items())}); "
               f"peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
     if args.json:
@@ -245,11 +273,19 @@ def main(argv: list[str] | None = None) -> int:
     poly = mean_std([r[args.split]["poly"] * 100 for r in results])
     wall = mean_std([r["wall_s"] for r in results])
     rss = max(r["peak_rss_mb"] for r in results)
+    balanced = mean_std([r[args.split]["balanced"] * 100 for r in results])
+    deitsch = mean_std([r[args.split]["deitsch_binary"] * 100 for r in results])
+    recall = mean_std([r[args.split]["defective_recall"] * 100 for r in results])
+    kept = [r.get("kept", "") for r in results]
+    for seed, reason in zip(seeds, kept):
+        print(f"seed {seed}: {reason}")
+    print(f"balanced {balanced[0]:.1f}% +- {balanced[1]:.1f}, defective recall {recall[0]:.1f}% +- {recall[1]:.1f}")
     print(f"mono {mono[0]:.1f}% +- {mono[1]:.1f}, poly {poly[0]:.1f}% +- {poly[1]:.1f}, "
           f"binary {binary[0]:.1f}% +- {binary[1]:.1f}; wall {wall[0]:.0f}s +- {wall[1]:.0f} a seed; "
           f"peak RSS {rss:.0f} MB")
     print(f"ELPV 4-class {args.split} accuracy: {acc[0]:.1f}% +- {acc[1]:.1f} (mean of {len(results)} seed"
-          f"{'s' if len(results) > 1 else ''}), binary {binary[0]:.1f}%")
+          f"{'s' if len(results) > 1 else ''}), balanced {balanced[0]:.1f}%, binary p>0.5 {deitsch[0]:.1f}%, "
+          f"0-vs-rest {binary[0]:.1f}%")
     return 0
 
 

@@ -71,6 +71,7 @@ def main(debug: bool) -> None:
     finetune export RUN_DIR            SavedModel / TFLite / ONNX with a parity check
     finetune lr-find DATA_DIR          suggest a learning rate
     finetune backbones                 the available pretrained networks
+    finetune cache [--clear]           what the cache holds (converted weights, features)
     """
 
 
@@ -348,6 +349,25 @@ def lr_find_command(data_dir, backbone, weights, image_size, optimizer, steps, p
     result.plot(plot_path)
     click.echo(f"suggested learning rate: {result.suggestion:.2g} (steepest descent; min-loss/10 = {result.min_loss_lr:.2g})")
     click.echo(f"plot: {plot_path}\nuse it: finetune train {data_dir} --lr {result.suggestion:.2g}")
+
+
+@main.command()
+@click.option("--clear", is_flag=True, help="Delete everything in the cache.")
+def cache(clear):
+    """Show (or clear) finetune's cache: converted weights and cached features/activations."""
+    from . import cache as store
+
+    root = store.cache_root()
+    listed = store.entries(root) if root.exists() else []
+    total = sum(size for _, size, _ in listed)
+    if clear:
+        click.echo(f"cleared {store.clear(root) / 2**20:.1f} MB from {root}")
+        return
+    click.echo(f"{root}: {len(listed)} entries, {total / 2**20:.1f} MB of {store.cache_limit() / 2**30:.1f} GB "
+               "(FINETUNE_CACHE_LIMIT; least recently used entries go first)")
+    for kind in ("features", "weights"):
+        mine = [e for e in listed if (e[2][0].parent.name == "features") == (kind == "features")]
+        click.echo(f"  {kind:<9} {len(mine):4d} entries  {sum(e[1] for e in mine) / 2**20:9.1f} MB")
 
 
 @main.command()

@@ -59,3 +59,39 @@ def test_truncated_converted_lite0_weights_are_converted_again(tmp_path, monkeyp
     with pytest.warns(RuntimeWarning, match="damaged cache file"):
         again = lite.convert_pth(lite.source_pth(variant), variant)
     assert again == target and target.stat().st_size == size
+
+
+def test_cache_is_bounded_least_recently_used_first(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from finetune import cache
+
+    monkeypatch.setenv("FINETUNE_CACHE_DIR", str(tmp_path))
+    features = tmp_path / "features"
+    features.mkdir()
+    for i, key in enumerate(["old", "mid", "new"]):
+        for suffix in (".0.npy", ".json"):
+            path = features / f"{key}{suffix}"
+            path.write_bytes(b"x" * 1000)
+            os.utime(path, (time.time() - 100 + i * 10,) * 2)
+    cache.touch(features / "old.0.npy", features / "old.json")  # used just now: "mid" is now the oldest
+    removed = cache.evict(limit=4500)
+    assert sorted(p.name for p in removed) == ["mid.0.npy", "mid.json"]
+    assert cache.parse_size("5GB") == 5 * 1024**3
+    with pytest.raises(ValueError, match="e.g. 5GB"):
+        cache.parse_size("lots")
+
+
+def test_cache_command_shows_and_clears(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from finetune.cli import main
+
+    monkeypatch.setenv("FINETUNE_CACHE_DIR", str(tmp_path))
+    (tmp_path / "features").mkdir()
+    (tmp_path / "features" / "k.0.npy").write_bytes(b"x" * 2048)
+    shown = CliRunner().invoke(main, ["cache"])
+    assert shown.exit_code == 0 and "1 entries" in shown.output and "features" in shown.output
+    cleared = CliRunner().invoke(main, ["cache", "--clear"])
+    assert cleared.exit_code == 0 and not (tmp_path / "features" / "k.0.npy").exists()

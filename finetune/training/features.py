@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 import keras
 
-from ..cache import cache_root, check_npy, sha256_of, usable_or_removed
+from ..cache import cache_root, check_npy, evict, sha256_of, touch, usable_or_removed
 from ..data import make_dataset
 from ..util import atomic_text, atomic_write
 
@@ -143,6 +143,7 @@ class FeatureCache:
         paths = self._paths(key, int(json.loads(meta.read_text())["arrays"]))
         if not all([usable_or_removed(p, check_npy) for p in paths]):  # a list: check (and heal) every file
             return None
+        touch(meta, *paths)
         return tuple(np.load(p, mmap_mode="r" if p.stat().st_size > MMAP_BYTES else None) for p in paths)
 
     def _store(self, key: str, arrays: tuple[np.ndarray, ...]) -> None:
@@ -151,6 +152,7 @@ class FeatureCache:
         for path, array in zip(self._paths(key, len(arrays)), arrays):
             atomic_write(path, lambda tmp, array=array: _save_npy(tmp, array))
         atomic_text(self.directory / f"{key}.json", json.dumps({"arrays": len(arrays), "identity": self.identity}))
+        evict(keep=(self.directory / f"{key}.json", *self._paths(key, len(arrays))))
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ...cache import cache_root, check_h5, sha256_of, usable_or_removed
+from ...cache import cache_root, check_h5, evict, sha256_of, touch, usable_or_removed
 from ...util import atomic_write
 
 from .pth import load_state_dict
@@ -246,10 +246,12 @@ def convert_pth(pth: str | os.PathLike, variant: LiteVariant) -> Path:
     """Convert ``pth`` to the no-top model's ``.weights.h5`` in the cache, unless already there."""
     target = cache_root() / f"{variant.name}-notop-{sha256_of(pth)[:16]}.weights.h5"
     if usable_or_removed(target, check_h5):
+        touch(target)
         return target
     model = build_lite(variant)
     set_layer_weights(model, torch_to_keras_weights(load_state_dict(pth), variant))
     atomic_write(target, model.save_weights)  # another process may have converted too; either copy is the same
+    evict(keep=(target,))
     return target
 
 
