@@ -4,7 +4,7 @@ Data code builds no networks; :mod:`finetune.models` knows nothing of files.
 """
 
 from .images import (
-    DECODERS, IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, DataError, check_image, load_image, load_images,
+    DECODERS, IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, DataError, check_image, load_image, load_images, typical_size,
 )
 from .pipeline import (
     CACHE_BUDGET_BYTES, balanced_class_weights, concat_epochs, epoch_batches, make_dataset, resolve_cache,
@@ -14,5 +14,5 @@ from .scan import SPLIT_NAMES, ImageFolder, Skipped, scan_folder
 __all__ = [
     "CACHE_BUDGET_BYTES", "DECODERS", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS", "SPLIT_NAMES", "DataError",
     "ImageFolder", "Skipped", "balanced_class_weights", "check_image", "concat_epochs", "epoch_batches", "load_image",
-    "load_images", "make_dataset", "resolve_cache", "scan_folder",
+    "load_images", "make_dataset", "resolve_cache", "scan_folder", "typical_size",
 ]

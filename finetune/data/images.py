@@ -114,3 +114,20 @@ def _reason(err: Exception) -> str:
 def load_images(paths: Sequence[str], image_size: int) -> np.ndarray:
     """Decode a list of files to a float32 batch (for ``predict``)."""
     return np.stack([load_image(p, image_size) for p in paths]).astype(np.float32)
+
+
+def typical_size(paths: Sequence[str], sample: int = 64) -> int | None:
+    """Median shorter side, in pixels, of up to ``sample`` images (headers only, nothing decoded).
+
+    Example:
+        >>> typical_size([])  is None
+        True
+    """
+    sides = []
+    for path in list(paths)[:: max(1, len(paths) // sample)][:sample]:
+        try:
+            with Image.open(path, formats=DECODERS) as img:
+                sides.append(min(img.size))
+        except Exception:  # noqa: BLE001 - a file that vanished since the scan does not decide the size
+            continue
+    return int(np.median(sides)) if sides else None

@@ -83,5 +83,27 @@ def check_image_size(spec: Backbone, image_size: int | None) -> int:
     return size
 
 
+def input_size_for(spec: Backbone, native: int | None) -> tuple[int, str]:
+    """The input size for images whose shorter side is typically ``native`` px, and why.
+
+    Images smaller than the backbone's default size are used at their own size
+    (upscaling adds no detail and costs (default/native)^2 more compute), never
+    below the backbone's minimum; larger ones are resized to the default, the
+    size its weights were trained at.
+
+    Example:
+        >>> from finetune.models import get_backbone
+        >>> input_size_for(get_backbone("efficientnet_lite0"), 28)[0], input_size_for(get_backbone("efficientnet_lite0"), 300)[0]
+        (32, 224)
+    """
+    default = spec.input_size
+    if native is None or native >= default:
+        return default, f"input {default}px: {spec.name}'s default" + (f" (images are {native}px)" if native else "")
+    size = max(native, spec.min_input_size)
+    return size, (f"input {size}px: the images are {native}px (median shorter side), smaller than {spec.name}'s "
+                  f"{default}px default; upscaling adds no detail" + (f" (raised to its {size}px minimum)"
+                                                                        if size > native else ""))
+
+
 def loss_for(num_classes: int) -> str:
     return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"

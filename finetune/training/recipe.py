@@ -26,8 +26,12 @@ import keras
 import numpy as np
 
 from ..config import ConfigError, TrainConfig
-from ..data import ImageFolder, balanced_class_weights, concat_epochs, epoch_batches, make_dataset, scan_folder
-from ..models import Backbone, ModelParts, UnfreezePolicy, backbone_from_model, build_model, freeze, loss_for
+from ..data import (
+    ImageFolder, balanced_class_weights, concat_epochs, epoch_batches, make_dataset, scan_folder, typical_size,
+)
+from ..models import (
+    Backbone, ModelParts, UnfreezePolicy, backbone_from_model, build_model, freeze, get_backbone, input_size_for, loss_for,
+)
 from .checkpoint import RunCheckpoint
 from .features import FeatureCache
 from .phase import FitContext, Phase, PhaseData, fit_phase
@@ -171,6 +175,11 @@ class RecipeRun:
             keras.mixed_precision.set_global_policy("mixed_float16")
         strategy = _strategy(config.strategy)
         backbone = backbone_from_model(config.from_model, config.drop_top) if config.from_model else config.backbone
+        self.notes: list[str] = []  # what the run chose on its own, for the report
+        if config.image_size is None and not config.from_model:
+            spec = get_backbone(backbone)
+            config.image_size, why = input_size_for(spec, typical_size([p for p, _ in self.folder.splits["train"]]))
+            self.notes.append(why)
         with strategy.scope():
             self.parts = build_model(backbone, self.folder.num_classes, weights=config.weights,
                                      image_size=config.image_size, head=config.head_config(),
@@ -203,7 +212,6 @@ class RecipeRun:
         self.unfreeze_epoch: int | None = None
         self.unfrozen_layers: list[str] = []
         self.kept_earlier: bool = False
-        self.notes: list[str] = []  # what the run chose, for the report
 
     @property
     def rows(self) -> list[dict[str, Any]]:
