@@ -158,7 +158,8 @@ def run_seed(tree: Path, seed: int, overrides: dict, split: str) -> dict:
            "timings": {k: round(v, 1) for k, v in result.timings.items()},
            "epochs": {"head": sum(r["phase"] == "head" for r in result.history),
                       "tune": sum(r["phase"] == "tune" for r in result.history)},
-           "kept_phase1": result.kept_phase1, "kept": result.kept_reason()}
+           "kept_phase1": result.kept_phase1, "kept": result.kept_reason(), "notes": result.notes,
+           "history": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in result.history]}
     for name in ("val", "test") if split == "test" else ("val",):
         items = folder.splits[name]
         by_type = {}

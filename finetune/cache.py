@@ -111,6 +111,14 @@ def entries(root: Path | None = None) -> list[tuple[float, int, list[Path]]]:
     return sorted(out, key=lambda e: e[0])
 
 
+def by_kind(listed: list[tuple[float, int, list[Path]]]) -> dict[str, list]:
+    """Entries grouped as ``features`` (cached features and activations) and ``weights`` (converted weights)."""
+    kinds: dict[str, list] = {"features": [], "weights": []}
+    for entry in listed:
+        kinds["features" if entry[2][0].parent.name == "features" else "weights"].append(entry)
+    return kinds
+
+
 def touch(*paths: Path) -> None:
     """Mark cache files as just used (least-recently-used eviction reads their modification time)."""
     for path in paths:

@@ -214,13 +214,9 @@ def evaluate(run_dir, data_dir, tta, unsafe):
     metrics = evaluate_split(model, items, class_names, config.image_size, config.batch_size)
     click.echo(f"accuracy: {metrics['accuracy']:.2%} on {metrics['n']} images "
                f"(balanced {metrics['balanced_accuracy']:.2%}, macro F1 {metrics['macro_f1']:.3f})")
-    width = max(len(n) for n in class_names)
-    click.echo(f"{'class':<{width}}  precision  recall  f1     support")
-    for name, m in metrics["per_class"].items():
-        click.echo(f"{name:<{width}}  {m['precision']:.3f}      {m['recall']:.3f}   {m['f1']:.3f}  {m['support']}")
-    click.echo("confusion matrix (rows = true):")
-    for name, row in zip(class_names, metrics["confusion_matrix"]):
-        click.echo(f"  {name:<{width}} " + " ".join(f"{v:5d}" for v in row))
+    from .evaluation.report import metrics_table
+
+    click.echo(metrics_table(metrics))
     if tta:
         from .evaluation.diagnostics import evaluate_tta
 
@@ -365,8 +361,7 @@ def cache(clear):
         return
     click.echo(f"{root}: {len(listed)} entries, {total / 2**20:.1f} MB of {store.cache_limit() / 2**30:.1f} GB "
                "(FINETUNE_CACHE_LIMIT; least recently used entries go first)")
-    for kind in ("features", "weights"):
-        mine = [e for e in listed if (e[2][0].parent.name == "features") == (kind == "features")]
+    for kind, mine in store.by_kind(listed).items():
         click.echo(f"  {kind:<9} {len(mine):4d} entries  {sum(e[1] for e in mine) / 2**20:9.1f} MB")
 
 
@@ -378,15 +373,8 @@ def backbones():
 
     click.echo(f"{'name':<20} {'family':<17} {'params':>7}  {'input':>5}  {'unfreeze from':<26} weights offline")
     for b in list_backbones():
-        offline = "yes" if _offline(b) else "no (downloads on first use)"
+        offline = "yes" if b.available_offline() else "no (downloads on first use)"
         click.echo(f"{b.name:<20} {b.family:<17} {b.params_millions:>6.1f}M  {b.input_size:>5}  {b.default_unfreeze:<26} {offline}")
-
-
-def _offline(backbone) -> bool:
-    try:
-        return backbone.offline_weights() is not None
-    except Exception:  # noqa: BLE001 - listing must not fail on one broken package
-        return False
 
 
 def _load(run_dir, unsafe: bool):

@@ -88,3 +88,28 @@ def markdown_report(
         lines.append("None: every image file was readable.")
     return "\n".join(lines) + "\n"
 
+
+def metrics_table(metrics: dict[str, Any]) -> str:
+    """Per-class precision/recall/F1/support and the confusion matrix, as fixed-width text.
+
+    Example:
+        >>> m = {"per_class": {"cat": {"precision": 1.0, "recall": 0.5, "f1": 0.667, "support": 2},
+        ...                    "dog": {"precision": 0.5, "recall": 1.0, "f1": 0.667, "support": 1}},
+        ...      "confusion_matrix": [[1, 1], [0, 1]]}
+        >>> print(metrics_table(m))
+        class  precision  recall  f1     support
+        cat    1.000      0.500   0.667  2
+        dog    0.500      1.000   0.667  1
+        confusion matrix (rows = true):
+          cat       1     1
+          dog       0     1
+    """
+    names = list(metrics["per_class"])
+    width = max(len("class"), *(len(n) for n in names))
+    lines = [f"{'class':<{width}}  precision  recall  f1     support"]
+    for name, m in metrics["per_class"].items():
+        lines.append(f"{name:<{width}}  {m['precision']:.3f}      {m['recall']:.3f}   {m['f1']:.3f}  {m['support']}")
+    lines.append("confusion matrix (rows = true):")
+    for name, row in zip(names, metrics["confusion_matrix"]):
+        lines.append(f"  {name:<{width}} " + " ".join(f"{v:5d}" for v in row))
+    return "\n".join(lines)

@@ -82,6 +82,13 @@ class Backbone:
     def default_unfreeze(self) -> str:
         return next(iter(self.unfreeze_points.values()))
 
+    def available_offline(self) -> bool:
+        """Whether the ImageNet weights are on this machine (never raises: a listing must not fail)."""
+        try:
+            return self.offline_weights() is not None
+        except Exception:  # noqa: BLE001 - one broken weights package must not break `finetune backbones`
+            return False
+
     def resolve_weights(self, weights: str | None) -> str | None:
         """Map the user's choice to what ``build`` takes.
 
