@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     binary = _binary_accuracy(metrics)
     print(f"\ntest accuracy: {metrics['accuracy']:.2%} (4 classes, {metrics['n']} images); "
           f"functional vs defective: {binary:.2%}")
+    print(result.phase_table())
     print(result.kept_reason())
     print("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items()))
     print(f"report: {run_dir / 'report.md'}")

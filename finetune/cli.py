@@ -186,6 +186,7 @@ def train(data_dir, config_path, overwrite, resume_dir, quiet, **options):
     run_dir, result, metrics = run_training(config, overwrite=overwrite, verbose=0 if quiet else 1, resume=resume_dir)
     if result.folder.skipped:
         click.secho(f"skipped {len(result.folder.skipped)} unreadable file(s); see {run_dir / 'report.md'}", fg="yellow")
+    click.echo(result.phase_table())
     click.echo(result.kept_reason())
     if metrics:
         click.echo(f"{metrics['split']} accuracy: {metrics['accuracy']:.2%} on {metrics['n']} images")

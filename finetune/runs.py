@@ -109,6 +109,7 @@ def save_run(result: FineTuneResult, run_dir: str | Path, metrics: dict[str, Any
         **({"choices": "; ".join(result.notes)} if result.notes else {}),
         "time": ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items()),
     }
+    summary["phases"] = "\n\n```\n" + result.phase_table() + "\n```"
     report = markdown_report(title=f"finetune run `{run_dir.name}`", summary=summary, metrics=metrics,
                              skipped=[(s.path, s.reason) for s in result.folder.skipped], images=images)
     atomic_text(run_dir / "report.md", report)

@@ -140,3 +140,43 @@ class Checkpointer(keras.callbacks.Callback):
             return  # never overwrite the last good checkpoint with a diverged one
         states = {name: callback.state_dict() for name, callback in self.stateful.items()}
         self.store.save(self.model, self.phase, self.rows, states)
+
+
+class PhaseProgress(keras.callbacks.Callback):
+    """One line per phase on a terminal (redrawn in place), or one plain line per epoch in a log.
+
+    Keras prints a progress bar per epoch: a hundred cached head epochs make a
+    hundred bars, and in a log file every redraw is kept as escape codes.
+    """
+
+    def __init__(self, phase: str, last_epoch: int, monitor: str, stream=None, tty: bool | None = None):
+        import sys
+
+        super().__init__()
+        self.phase, self.last_epoch, self.monitor = phase, last_epoch, monitor
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.best: tuple[float, int] | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        value = logs.get(self.monitor)
+        if value is not None and (self.best is None or value < self.best[0]):
+            self.best = (float(value), epoch + 1)
+        shown = "  ".join(f"{k} {float(v):.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss",
+                                                                                  "val_accuracy"))
+        best = f"  best {self.monitor} {self.best[0]:.4f} (epoch {self.best[1]})" if self.best else ""
+        if self.tty:
+            done = epoch + 1
+            width = 24
+            filled = int(width * min(done, self.last_epoch) / max(self.last_epoch, 1))
+            bar = "=" * filled + ">" * (filled < width) + " " * (width - filled - (filled < width))
+            self.stream.write(f"\r{self.phase:<5} [{bar}] epoch {done}/{self.last_epoch}  {shown}{best}\033[K")
+        else:
+            self.stream.write(f"{self.phase} epoch {epoch + 1}/{self.last_epoch}  {shown}{best}\n")
+        self.stream.flush()
+
+    def on_train_end(self, logs=None):
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
@@ -66,13 +68,19 @@ def extract_features(parts, dataset, *, augmented: bool = False, verbose: int = 
         return [pool(base(x, training=False))]
 
     chunks: list[list[np.ndarray]] = []
-    progbar = keras.utils.Progbar(None, unit_name="batch") if verbose else None
+    tty = sys.stdout.isatty()
+    progbar = keras.utils.Progbar(None, unit_name="batch") if verbose and tty else None
+    start = time.perf_counter()
     for i, batch in enumerate(dataset):
         chunks.append([t.numpy() for t in features(batch[0])] + [np.asarray(t) for t in batch[1:]])
         if progbar:
             progbar.update(i + 1)
     if progbar:
         progbar.update(len(chunks), finalize=True)
+    elif verbose:  # a log: one plain line, no redraws
+        what = f"activations at {split.layer}" if split is not None else "features"
+        print(f"{what}{' (augmented copy)' if augmented else ''}: {sum(len(c[-1]) for c in chunks)} images in "
+              f"{time.perf_counter() - start:.1f} s", flush=True)
     return tuple(np.concatenate([c[j] for c in chunks]) for j in range(len(chunks[0])))
 
 

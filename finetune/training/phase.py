@@ -16,7 +16,9 @@ from typing import Any, Literal, Sequence
 
 import keras
 
-from .callbacks import Checkpointer, EpochLog, EpochSeeds, ResumableEarlyStopping, Stateful, StopOnNaN
+from .callbacks import (
+    Checkpointer, EpochLog, EpochSeeds, PhaseProgress, ResumableEarlyStopping, Stateful, StopOnNaN,
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -144,10 +146,15 @@ def fit_phase(target: keras.Model, phase: Phase, data: PhaseData, context: FitCo
                 stateful[name].load_state_dict(state)
     callbacks = [EpochSeeds(context.seed, context.seeded_model), guard, EpochLog(phase.name, context.rows),
                  *context.callbacks, *stateful.values()]
+    progress = PhaseProgress(phase.name, last, context.monitor) if context.verbose else None
+    # On a terminal, live-image epochs keep Keras's per-epoch bar (they are long); cached epochs share one line.
+    keras_verbose = 1 if (progress is not None and progress.tty and phase.inputs == "images") else 0
+    if progress is not None and not keras_verbose:
+        callbacks.append(progress)
     if context.store is not None:
         callbacks.append(Checkpointer(context.store, phase.name, context.rows, stateful, guard))
     kwargs = dict(validation_data=data.val, initial_epoch=initial, epochs=last, callbacks=callbacks,
-                  verbose=context.verbose)
+                  verbose=keras_verbose)
     if context.loop == "trainer":
         from .loop import Trainer
 

@@ -131,6 +131,28 @@ class FineTuneResult:
         tuned = any(r["phase"] == "tune" for r in self.history)
         return "tune" if tuned and not self.kept_phase1 else "head"
 
+    def phase_table(self) -> str:
+        """Phase, epochs, best val loss and accuracy, seconds: a short fixed-width table.
+
+        Example:
+            >>> rows = [{"phase": "head", "val_loss": 0.6, "val_accuracy": 0.7}, {"phase": "tune", "val_loss": 0.5,
+            ...          "val_accuracy": 0.8}]
+            >>> print(FineTuneResult(None, None, None, None, rows, timings={"head": 3.0, "tune": 40.0}).phase_table())
+            phase  epochs  best val_loss  best val_accuracy  seconds
+            head        1         0.6000             0.7000        3
+            tune        1         0.5000             0.8000       40
+        """
+        monitor = "val_loss" if any("val_loss" in r for r in self.history) else "loss"
+        accuracy = monitor.replace("loss", "accuracy")
+        lines = [f"phase  epochs  best {monitor:<8}  best {accuracy:<12}  seconds"]
+        for phase in dict.fromkeys(r["phase"] for r in self.history):
+            rows = [r for r in self.history if r["phase"] == phase]
+            best_loss = min(r.get(monitor, float("nan")) for r in rows)
+            best_acc = max(r.get(accuracy, float("nan")) for r in rows)
+            lines.append(f"{phase:<5}  {len(rows):6d}  {best_loss:13.4f}  {best_acc:17.4f}  "
+                         f"{self.timings.get(phase, 0.0):7.0f}")
+        return "\n".join(lines)
+
     def kept_reason(self) -> str:
         """One sentence: which phase's weights the model holds, and why.
 
