@@ -12,7 +12,7 @@ import click
 from ._compat import import_tensorflow_quietly
 from .choices import (
     AUGMENT_PRESETS, CLASS_WEIGHTS, EXPORT_FORMATS, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, QUANTIZATIONS, SCHEDULES,
-    STRATEGIES, TUNE_INPUTS, CACHE_DTYPES,
+    STRATEGIES, TUNE_INPUTS, CACHE_DTYPES, RESIZE_POLICIES,
 )
 
 EXIT_USAGE = 2
@@ -81,7 +81,7 @@ def _start_tensorflow() -> None:
 
 
 #: How an option whose config default is None behaves when it is not given.
-NONE_DEFAULTS = {"image_size": "the backbone's", "tune_lr": "lr/100", "unfreeze_from": "the backbone's top block",
+NONE_DEFAULTS = {"image_size": "the backbone's, or the images' own size if smaller", "tune_lr": "lr/100", "unfreeze_from": "the backbone's top block",
                  "name": "DATA-BACKBONE-TIMESTAMP", "from_model": "none: use --backbone"}
 
 
@@ -98,6 +98,8 @@ TRAIN_OPTIONS = [
     _opt("--from", str, "Start from a saved model's layers instead of a backbone (a .keras or .h5 file).", field="from_model"),
     _opt("--drop-top", int, "With --from: how many top layers of the saved model to drop."),
     _opt("--image-size", int, "Square input size in pixels."),
+    _opt("--resize", click.Choice(RESIZE_POLICIES), "Fit images to the square input: crop (centre, keeps the shape), "
+         "pad (black borders) or squash."),
     _opt("--batch-size", int, "Images per batch."),
     _opt("--val-split", float, "Validation fraction per class when DATA_DIR is not pre-split."),
     _opt("--test-split", float, "Test fraction per class when DATA_DIR is not pre-split."),
@@ -212,7 +214,7 @@ def evaluate(run_dir, data_dir, tta, unsafe):
     else:
         folder = scan_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
         items = folder.splits.get("test") or folder.splits.get("val")
-    metrics = evaluate_split(model, items, class_names, config.image_size, config.batch_size)
+    metrics = evaluate_split(model, items, class_names, config.image_size, config.batch_size, config.resize)
     click.echo(f"accuracy: {metrics['accuracy']:.2%} on {metrics['n']} images "
                f"(balanced {metrics['balanced_accuracy']:.2%}, macro F1 {metrics['macro_f1']:.3f})")
     from .evaluation.report import metrics_table
@@ -221,7 +223,8 @@ def evaluate(run_dir, data_dir, tta, unsafe):
     if tta:
         from .evaluation.diagnostics import evaluate_tta
 
-        result = evaluate_tta(model, items, class_names, config.image_size, batch_size=config.batch_size)
+        result = evaluate_tta(model, items, class_names, config.image_size, batch_size=config.batch_size,
+                              resize=config.resize)
         click.echo(f"TTA accuracy: {result['accuracy_tta']:.2%} (without TTA: {result['accuracy']:.2%})")
 
 
@@ -246,13 +249,14 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
         from .models.backbones.imagenet import imagenet_classifier
 
         model, image_size, class_names = imagenet_classifier()
+        fit = dict(resize="crop", crop_fraction=0.875, bicubic=True)  # the reference (timm) eval transform
         paths = args
     else:
         if len(args) < 2:
             raise click.UsageError("give RUN_DIR and at least one image or folder (or --imagenet IMAGE...)")
         run_dir, paths = args[0], args[1:]
         model, config, class_names = _load(run_dir, unsafe)
-        image_size = config.image_size
+        image_size, fit = config.image_size, dict(resize=config.resize)
     files = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -274,7 +278,7 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
         header += [f"std_{i}" for i in range(1, k + 1)] + ["entropy"]
     for start in range(0, len(good), 64):
         chunk = good[start:start + 64]
-        probs, std, entropy = predict_images(model, load_images(chunk, image_size), mc_samples=mc_samples, tta=tta)
+        probs, std, entropy = predict_images(model, load_images(chunk, image_size, **fit), mc_samples=mc_samples, tta=tta)
         for j, (f, p) in enumerate(zip(chunk, probs)):
             order = np.argsort(-p)[:k]
             row = [f] + [v for i in order for v in (class_names[i], f"{p[i]:.4f}")]

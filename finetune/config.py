@@ -19,7 +19,7 @@ import yaml
 
 from .choices import (
     AUGMENT_PRESETS, CACHE_DTYPES, CLASS_WEIGHTS, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, SCHEDULES, STRATEGIES,
-    TUNE_INPUTS,
+    RESIZE_POLICIES, TUNE_INPUTS,
 )
 from .util import suggest
 
@@ -38,6 +38,7 @@ class TrainConfig:
     from_model: str | None = None
     drop_top: int = 1
     image_size: int | None = None
+    resize: str = "crop"
     batch_size: int = 32
     val_split: float = 0.1
     test_split: float = 0.1
@@ -127,6 +128,7 @@ class TrainConfig:
         _check_choice("strategy", self.strategy, STRATEGIES)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("tune_inputs", self.tune_inputs, TUNE_INPUTS)
+        _check_choice("resize", self.resize, RESIZE_POLICIES)
         _check_choice("cache_dtype", self.cache_dtype, CACHE_DTYPES)
         _check_range("warmup_epochs", self.warmup_epochs, 0, None)
         if self.clipnorm is not None:

@@ -149,7 +149,7 @@ def export(
         raise ExportError(f"quantize={quantize!r}: only tflite takes quantize, one of {', '.join(QUANTIZATIONS)} (or None)")
     if format == "onnx":
         _require_onnx()
-    model, run_dir, test_items = _resolve(run_dir_or_model)
+    model, run_dir, test_items, resize = _resolve(run_dir_or_model)
     if out_path is None:
         if run_dir is None:
             raise ExportError("out_path is required when exporting a keras.Model (there is no run folder to write into)")
@@ -158,7 +158,7 @@ def export(
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
     image_size = int(model.inputs[0].shape[1])
-    batch, source = _parity_images(images, test_items, image_size)
+    batch, source = _parity_images(images, test_items, image_size, resize)
     model = inference_model(model)
     expected = as_class_probs(predict_batches(model, batch))  # also a first call, which Keras's ONNX export requires
     _write(model, format, quantize, out_path)
@@ -205,13 +205,13 @@ def run_exported(path: str | os.PathLike, format: str, images: np.ndarray, batch
     return np.concatenate([run(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
-def _resolve(source) -> tuple[keras.Model, Path | None, list[tuple[str, int]]]:
+def _resolve(source) -> tuple[keras.Model, Path | None, list[tuple[str, int]], str]:
     if isinstance(source, keras.Model):
-        return source, None, []
+        return source, None, [], "squash"
     from .runs import load_run
 
     model, config, _ = load_run(source)
-    return model, Path(source), _test_items(config)
+    return model, Path(source), _test_items(config), config.resize
 
 
 def _test_items(config) -> list[tuple[str, int]]:
@@ -226,15 +226,15 @@ def _test_items(config) -> list[tuple[str, int]]:
     return folder.splits.get("test") or []
 
 
-def _parity_images(images, test_items, image_size: int) -> tuple[np.ndarray, str]:
+def _parity_images(images, test_items, image_size: int, resize: str = "squash") -> tuple[np.ndarray, str]:
     from .data import load_images
 
     if images is not None:
         if len(images) and isinstance(images[0], (str, os.PathLike)):
-            return load_images([str(p) for p in images], image_size), "given"
+            return load_images([str(p) for p in images], image_size, resize), "given"
         return np.asarray(images, dtype=np.float32), "given"
     if test_items:
-        return load_images([p for p, _ in test_items], image_size), "test split"
+        return load_images([p for p, _ in test_items], image_size, resize), "test split"
     rng = np.random.default_rng(0)
     return rng.uniform(0, 255, (32, image_size, image_size, 3)).astype(np.float32), "generated"
 

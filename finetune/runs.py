@@ -58,9 +58,10 @@ def new_run_dir(output: str | Path, name: str | None, *, overwrite: bool = False
     return path
 
 
-def evaluate_split(model: keras.Model, items, class_names, image_size: int, batch_size: int = 32) -> dict[str, Any]:
-    """Classification metrics of ``model`` on ``[(path, label), ...]``."""
-    ds = make_dataset(items, image_size, batch_size=batch_size, binary=len(class_names) == 2, cache=None)
+def evaluate_split(model: keras.Model, items, class_names, image_size: int, batch_size: int = 32,
+                   resize: str = "squash") -> dict[str, Any]:
+    """Classification metrics of ``model`` on ``[(path, label), ...]``, images fitted by ``resize``."""
+    ds = make_dataset(items, image_size, batch_size=batch_size, binary=len(class_names) == 2, cache=None, resize=resize)
     probs, labels = probabilities(model, ds)
     return classification_metrics(labels, probs, class_names)
 
@@ -159,10 +160,12 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
         raise
     result.timings["scan"] = scan_seconds
     test_items = result.folder.splits.get("test") or result.folder.splits.get("val") or []
-    metrics = evaluate_split(result.model, test_items, result.class_names, result.parts.image_size, config.batch_size) if test_items else None
+    metrics = evaluate_split(result.model, test_items, result.class_names, result.parts.image_size, config.batch_size,
+                             config.resize) if test_items else None
     if metrics is not None:
         metrics["split"] = "test" if result.folder.splits.get("test") else "val"
-        worst = top_losses(result.model, test_items, result.class_names, result.parts.image_size, k=16)
+        worst = top_losses(result.model, test_items, result.class_names, result.parts.image_size, k=16,
+                           resize=config.resize)
         plot_worst_mistakes(worst, run_dir / "worst.png")
     if trackers:
         log_final_metrics(trackers, metrics or {})
@@ -185,6 +188,8 @@ def load_run(run_dir: str | Path, *, safe_mode: bool = True) -> tuple[keras.Mode
         raise RunError(f"run folder {str(run_dir)!r} lacks {', '.join(missing)}; was the training interrupted?")
     model = keras.models.load_model(run_dir / "model.keras", safe_mode=safe_mode)
     config = TrainConfig.load(run_dir / "config.yaml")
+    if "resize:" not in (run_dir / "config.yaml").read_text(encoding="utf-8"):
+        config.resize = "squash"  # written before resize policies: its model was trained on squashed images
     class_names = (run_dir / "labels.txt").read_text(encoding="utf-8").splitlines()
     return model, config, class_names
 

@@ -18,6 +18,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..choices import RESIZE_POLICIES
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 DECODERS = ("JPEG", "PNG", "BMP", "DIB", "GIF", "WEBP", "TIFF")  # formats PIL may open; others are refused
 MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused as likely decompression bombs
@@ -27,12 +29,14 @@ class DataError(ValueError):
     """A problem with the user's images, phrased so they can fix it."""
 
 
-def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = None) -> np.ndarray:
+def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = None, resize: str = "squash", *,
+               crop_fraction: float = 1.0, bicubic: bool = False) -> np.ndarray:
     """Decode one image to RGB ``uint8`` (H, W, 3), honouring EXIF rotation.
 
     Grayscale, palette, CMYK, 16-bit and RGBA images are converted to RGB
     (transparency is composited on white); animated GIFs give their first frame.
-    ``size`` resizes (bilinear) to a square or ``(height, width)``.
+    ``size`` resizes (bilinear) to a square or ``(height, width)``, by the
+    ``resize`` policy (:func:`fit_to`): ``squash``, ``crop`` or ``pad``.
     Images over :data:`MAX_IMAGE_PIXELS` raise :class:`DataError` before any
     pixel is decoded. Corrupt files raise whatever PIL raises (see :func:`check_image`).
     """
@@ -47,10 +51,44 @@ def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
         img = ImageOps.exif_transpose(img)
         img = _to_rgb(img)
         if size is not None:
-            h, w = (size, size) if isinstance(size, int) else size
-            if img.size != (w, h):
-                img = img.resize((w, h), Image.BILINEAR)
+            img = fit_to(img, (size, size) if isinstance(size, int) else size, resize, crop_fraction=crop_fraction,
+                         resample=Image.BICUBIC if bicubic else Image.BILINEAR)
         return np.asarray(img, dtype=np.uint8)
+
+
+def fit_to(img: Image.Image, size: tuple[int, int], resize: str = "squash", *, crop_fraction: float = 1.0,
+           resample: int = Image.BILINEAR) -> Image.Image:
+    """``img`` resized to ``(height, width)`` by a resize policy (Keras's meanings).
+
+    ``squash`` stretches the whole image to the size; ``crop`` cuts the largest
+    centred region of the target's aspect ratio (``crop_to_aspect_ratio``:
+    nothing is cut from an image that already has it) and resizes it; ``pad``
+    adds black borders up to the target's aspect ratio (``pad_to_aspect_ratio``)
+    and resizes. ``crop_fraction`` < 1 also cuts a centred margin (the
+    ``resize shorter side to size/0.875, centre crop`` of timm's evaluation).
+
+    Example:
+        >>> wide = Image.new("RGB", (200, 100))
+        >>> [fit_to(wide, (50, 50), r).size for r in ("squash", "crop", "pad")]
+        [(50, 50), (50, 50), (50, 50)]
+    """
+    h, w = size
+    if resize not in RESIZE_POLICIES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZE_POLICIES)}, got {resize!r}")
+    if resize == "crop" or crop_fraction < 1:
+        target = w / h
+        cw, ch = (img.width, img.width / target) if img.width / img.height < target else (img.height * target, img.height)
+        cw, ch = cw * crop_fraction, ch * crop_fraction
+        left, top = (img.width - cw) / 2, (img.height - ch) / 2
+        img = img.crop((round(left), round(top), round(left + cw), round(top + ch)))
+    elif resize == "pad":
+        target = w / h
+        pw, ph = (round(img.height * target), img.height) if img.width / img.height < target else (img.width, round(img.width / target))
+        if (pw, ph) != img.size:
+            canvas = Image.new("RGB", (pw, ph))
+            canvas.paste(img, ((pw - img.width) // 2, (ph - img.height) // 2))
+            img = canvas
+    return img if img.size == (w, h) else img.resize((w, h), resample)
 
 
 def _bomb_message() -> str:
@@ -111,9 +149,12 @@ def _reason(err: Exception) -> str:
     return f"cannot decode: {type(err).__name__}: {detail}".rstrip(": ")
 
 
-def load_images(paths: Sequence[str], image_size: int) -> np.ndarray:
-    """Decode a list of files to a float32 batch (for ``predict``)."""
-    return np.stack([load_image(p, image_size) for p in paths]).astype(np.float32)
+def load_images(paths: Sequence[str], image_size: int, resize: str = "squash", **fit) -> np.ndarray:
+    """Decode a list of files to a float32 batch (for ``predict``), each fitted by the ``resize`` policy.
+
+    ``fit``: ``crop_fraction`` and ``bicubic``, as :func:`load_image` takes them.
+    """
+    return np.stack([load_image(p, image_size, resize, **fit) for p in paths]).astype(np.float32)
 
 
 def typical_size(paths: Sequence[str], sample: int = 64) -> int | None:

@@ -31,10 +31,12 @@ def make_dataset(
     cache: str | None = "auto",
     epochs: tuple[int, int] | None = None,
     cache_budget: int = CACHE_BUDGET_BYTES,
+    resize: str = "squash",
 ):
     """A batched ``tf.data.Dataset`` of ``(images, labels[, sample_weights])``.
 
-    Images are RGB float32 in [0, 255] at ``image_size``; decoding runs in
+    Images are RGB float32 in [0, 255] at ``image_size``, fitted by the
+    ``resize`` policy (see :func:`finetune.data.images.fit_to`); decoding runs in
     parallel. Labels are float 0/1 for ``binary``, else integers. Class
     weights become per-sample weights, which ``model.fit`` honours with tf.data.
     A file that fails to decode mid-run (deleted, corrupted) is dropped, never raised.
@@ -59,7 +61,7 @@ def make_dataset(
 
     def decode(path, label):
         image = tf.numpy_function(
-            lambda p: load_image(p.decode("utf-8"), image_size), [path], tf.uint8, stateful=False
+            lambda p: load_image(p.decode("utf-8"), image_size, resize), [path], tf.uint8, stateful=False
         )
         image.set_shape((image_size, image_size, 3))
         return image, label

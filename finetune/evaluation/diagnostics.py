@@ -50,7 +50,7 @@ class LossRow:
 
 def top_losses(
     model: keras.Model, items: Sequence[tuple[str, int]], class_names: Sequence[str], image_size: int,
-    k: int = 16, *, batch_size: int = 32,
+    k: int = 16, *, batch_size: int = 32, resize: str = "squash",
 ) -> list[LossRow]:
     """The ``k`` images of ``[(path, label), ...]`` with the highest loss, worst first.
 
@@ -61,7 +61,7 @@ def top_losses(
     """
     if not items:
         return []
-    probs = predict_files(model, [p for p, _ in items], image_size, batch_size)
+    probs = predict_files(model, [p for p, _ in items], image_size, batch_size, resize)
     labels = np.asarray([label for _, label in items])
     p_true = probs[np.arange(len(labels)), labels]
     losses = -np.log(np.clip(p_true, EPS, 1.0))
@@ -149,7 +149,7 @@ def tta_predict(model: keras.Model, images: np.ndarray, *, flip: bool = True, cr
 
 
 def evaluate_tta(model: keras.Model, items: Sequence[tuple[str, int]], class_names: Sequence[str], image_size: int,
-                 *, batch_size: int = 32, **tta: Any) -> dict[str, Any]:
+                 *, batch_size: int = 32, resize: str = "squash", **tta: Any) -> dict[str, Any]:
     """Metrics on ``[(path, label), ...]`` without and with TTA.
 
     Returns:
@@ -166,7 +166,7 @@ def evaluate_tta(model: keras.Model, items: Sequence[tuple[str, int]], class_nam
     plain, augmented = [], []
     forward = inference_fn(model)
     for chunk in chunks(list(items), batch_size):
-        images = load_images([p for p, _ in chunk], image_size)
+        images = load_images([p for p, _ in chunk], image_size, resize)
         plain.append(as_class_probs(forward(images)))
         augmented.append(tta_predict(model, images, batch_size=batch_size, **tta))
     k = len(class_names)

@@ -55,10 +55,11 @@ def predict_batches(model: keras.Model, images: np.ndarray, *, batch_size: int =
     return as_class_probs(p) if as_classes else p
 
 
-def predict_files(model: keras.Model, paths: Sequence[str], image_size: int, batch_size: int = 32) -> np.ndarray:
+def predict_files(model: keras.Model, paths: Sequence[str], image_size: int, batch_size: int = 32,
+                  resize: str = "squash") -> np.ndarray:
     """Class probabilities ``(n, num_classes)`` for image files (binary sigmoid outputs expanded to 2 columns)."""
     forward = inference_fn(model)
-    out = [as_class_probs(forward(load_images(list(chunk), image_size))) for chunk in chunks(list(paths), batch_size)]
+    out = [as_class_probs(forward(load_images(list(chunk), image_size, resize))) for chunk in chunks(list(paths), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 

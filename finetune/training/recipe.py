@@ -211,7 +211,8 @@ class RecipeRun:
         self.policy.start_index(self.parts.base)  # fail on a bad unfreeze point before any training
         self.class_weights = (balanced_class_weights(self.folder.counts("train"))
                               if config.class_weight == "balanced" else None)
-        self.loader = dict(image_size=self.parts.image_size, batch_size=config.batch_size, binary=self.folder.binary)
+        self.loader = dict(image_size=self.parts.image_size, batch_size=config.batch_size, binary=self.folder.binary,
+                           resize=config.resize)
         val_items = self.folder.splits.get("val") or []
         self.val_ds = make_dataset(val_items, **self.loader) if val_items else None
 
