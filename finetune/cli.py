@@ -81,8 +81,9 @@ def _start_tensorflow() -> None:
 
 
 #: How an option whose config default is None behaves when it is not given.
-NONE_DEFAULTS = {"image_size": "the backbone's, or the images' own size if smaller", "tune_lr": "lr/100", "unfreeze_from": "the backbone's top block",
-                 "name": "DATA-BACKBONE-TIMESTAMP", "from_model": "none: use --backbone"}
+NONE_DEFAULTS = {"image_size": "the backbone's, or the images' own size if smaller", "tune_lr": "lr/100",
+                 "unfreeze_from": "the backbone's top block", "name": "DATA-BACKBONE-TIMESTAMP",
+                 "from_model": "none: use --backbone"}
 
 
 def _opt(name: str, type_, help_: str, field: str | None = None, **kw):
@@ -120,8 +121,7 @@ TRAIN_OPTIONS = [
     _opt("--unfreeze-from", str, "Unfreeze from this layer name or prefix (e.g. block6, block5_conv1)."),
     _opt("--unfreeze-blocks", int, "Instead: unfreeze the last N blocks."),
     _opt("--unfreeze-fraction", float, "Instead: unfreeze this top fraction of the base's layers."),
-    _opt("--schedule", click.Choice(SCHEDULES),
-         "Learning-rate schedule within each phase."),
+    _opt("--schedule", click.Choice(SCHEDULES), "Learning-rate schedule within each phase."),
     _opt("--warmup-epochs", float, "Linear warm-up epochs of the cosine schedule."),
     click.option("--discriminative/--no-discriminative", "discriminative", default=None,
                  help="Phase 2: base blocks learn at rates spread geometrically from tune-lr/100 to tune-lr. [default: off]"),
@@ -392,7 +392,6 @@ def _load(run_dir, unsafe: bool):
 
 def _check_classes(found, expected, data_dir):
     from .data import DataError
-
     if found != expected:
         raise DataError(f"{data_dir!r} has classes {found}, but the model was trained on {expected}")
 
