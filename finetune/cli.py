@@ -203,7 +203,7 @@ def train(data_dir, config_path, overwrite, resume_dir, quiet, **options):
 def evaluate(run_dir, data_dir, tta, unsafe):
     """Accuracy, per-class precision/recall/F1 and confusion matrix of a trained run."""
     _start_tensorflow()
-    from .data import scan_folder
+    from .data import as_image_folder, scan_folder
     from .runs import evaluate_split
 
     model, config, class_names = _load(run_dir, unsafe)
@@ -212,7 +212,7 @@ def evaluate(run_dir, data_dir, tta, unsafe):
         _check_classes(folder.class_names, class_names, data_dir)
         items = [item for split in folder.splits.values() for item in split]
     else:
-        folder = scan_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
+        folder = as_image_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
         items = folder.splits.get("test") or folder.splits.get("val")
     metrics = evaluate_split(model, items, class_names, config.image_size, config.batch_size, config.resize)
     click.echo(f"accuracy: {metrics['accuracy']:.2%} on {metrics['n']} images "

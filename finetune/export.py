@@ -215,12 +215,12 @@ def _resolve(source) -> tuple[keras.Model, Path | None, list[tuple[str, int]], s
 
 
 def _test_items(config) -> list[tuple[str, int]]:
-    from .data import DataError, scan_folder
+    from .data import DataError, as_image_folder
 
     if not config.data or not Path(config.data).is_dir():
         return []
     try:
-        folder = scan_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
+        folder = as_image_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
     except DataError:
         return []
     return folder.splits.get("test") or []

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import keras
 
 from .config import ConfigError, TrainConfig
-from .data import make_dataset, scan_folder
+from .data import as_image_folder, make_dataset
 from .evaluation.diagnostics import plot_worst_mistakes, top_losses
 from .evaluation.metrics import classification_metrics
 from .evaluation.predict import probabilities
@@ -140,7 +140,7 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
             resume = None
     # Everything that can be checked before training is checked before a run folder exists.
     started = time.perf_counter()
-    folder = scan_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
+    folder = as_image_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
     scan_seconds = time.perf_counter() - started
     if not config.from_model:
         check_image_size(get_backbone(config.backbone), config.image_size)

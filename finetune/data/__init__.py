@@ -10,9 +10,10 @@ from .pipeline import (
     CACHE_BUDGET_BYTES, balanced_class_weights, concat_epochs, epoch_batches, make_dataset, resolve_cache,
 )
 from .scan import SPLIT_NAMES, ImageFolder, Skipped, scan_folder
+from .sources import as_image_folder, from_arrays, from_csv, from_dataset
 
 __all__ = [
-    "CACHE_BUDGET_BYTES", "DECODERS", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS", "SPLIT_NAMES", "DataError",
+    "CACHE_BUDGET_BYTES", "as_image_folder", "from_arrays", "from_csv", "from_dataset", "DECODERS", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS", "SPLIT_NAMES", "DataError",
     "ImageFolder", "Skipped", "balanced_class_weights", "check_image", "concat_epochs", "epoch_batches", "load_image",
     "load_images", "make_dataset", "resolve_cache", "scan_folder", "typical_size",
 ]

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..config import ConfigError, TrainConfig
 from ..data import (
-    ImageFolder, balanced_class_weights, concat_epochs, epoch_batches, make_dataset, scan_folder, typical_size,
+    ImageFolder, as_image_folder, balanced_class_weights, concat_epochs, epoch_batches, make_dataset, typical_size,
 )
 from ..models import (
     Backbone, ModelParts, UnfreezePolicy, backbone_from_model, build_model, freeze, get_backbone, input_size_for, loss_for,
@@ -50,9 +50,10 @@ def recipe_phases(config: TrainConfig) -> list[Phase]:
 
 
 def fine_tune(
-    data: str | ImageFolder,
+    data: Any,
     config: TrainConfig | None = None,
     *,
+    validation_data: Any = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 1,
     checkpoint_dir: str | os.PathLike | None = None,
@@ -62,8 +63,10 @@ def fine_tune(
     """Fine-tune a pretrained backbone on an image folder, in two phases.
 
     Args:
-        data: A class-folder tree (or one split into train/val[/test]), or an
-            :class:`ImageFolder` from :func:`finetune.data.scan_folder`.
+        data: A class-folder tree (or one split into train/val[/test]), a CSV of
+            ``path,label[,split]``, ``(x, y)`` arrays (images 0-255, (N, H, W[, C])),
+            a ``tf.data.Dataset`` of ``(image, label)``, or an :class:`ImageFolder`.
+        validation_data: With arrays or a dataset: the validation split, as in ``model.fit``.
         config: A :class:`TrainConfig`; keyword ``overrides`` replace its fields.
         callbacks: Extra Keras callbacks for both phases.
         verbose: 0 silent, 1 progress bars.
@@ -85,7 +88,8 @@ def fine_tune(
     with warnings.catch_warnings():
         # tf.data pipelines that drop undecodable files have no known length; Keras learns it in epoch 1.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
-        run = RecipeRun(data, config, callbacks=callbacks, verbose=verbose, checkpoint_dir=checkpoint_dir, resume=resume)
+        run = RecipeRun(data, config, callbacks=callbacks, verbose=verbose, checkpoint_dir=checkpoint_dir, resume=resume,
+                        validation_data=validation_data)
         for phase in recipe_phases(config):
             run.fit(phase)
         return run.result()
@@ -185,12 +189,14 @@ class RecipeRun:
     :meth:`result`. Phases a resumed run already finished are skipped.
     """
 
-    def __init__(self, data: str | ImageFolder, config: TrainConfig, *, callbacks=(), verbose: int = 1,
-                 checkpoint_dir: str | os.PathLike | None = None, resume: bool = False):
+    def __init__(self, data: Any, config: TrainConfig, *, callbacks=(), verbose: int = 1,
+                 checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, validation_data: Any = None):
         start = time.perf_counter()
         self.config = config
-        self.folder = data if isinstance(data, ImageFolder) else scan_folder(
-            data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
+        self.folder = as_image_folder(data, val_split=config.val_split, test_split=config.test_split, seed=config.seed,
+                                      validation_data=validation_data)
+        if not isinstance(data, (str, os.PathLike)) and not config.data:
+            config.data = self.folder.root  # arrays and datasets: where their PNGs were written
         self.timings: dict[str, float] = {"scan": time.perf_counter() - start}
         keras.utils.set_random_seed(config.seed)
         if config.precision == "mixed":

@@ -1,0 +1,191 @@
+"""Data from other sources than a class-folder tree: a CSV of file names and labels, NumPy arrays, a ``tf.data`` dataset.
+
+Each becomes an :class:`~finetune.data.scan.ImageFolder` (the same checks, bad-file
+reporting and stratified split as a folder), so training, evaluation and the
+run folder work the same way. Arrays and datasets are written once as PNG files
+under finetune's cache dir (keyed by a checksum of the pixels and labels), so
+every image goes through the same decoding and resize policy as files do.
+
+Pixel values are 0-255 everywhere, as in the rest of finetune: uint8 arrays, or
+float arrays in [0, 255]. ``(N, H, W)`` grayscale and ``(N, H, W, 1)`` are accepted.
+
+Example:
+    >>> import numpy as np, tempfile, os
+    >>> os.environ["FINETUNE_CACHE_DIR"] = tempfile.mkdtemp()
+    >>> x = np.random.default_rng(0).integers(0, 255, (20, 8, 8), dtype=np.uint8)
+    >>> folder = from_arrays(x, np.arange(20) % 2, val_split=0.2, test_split=0)
+    >>> folder.class_names, len(folder.splits["train"]), len(folder.splits["val"])
+    (['0', '1'], 16, 4)
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .images import DataError
+from .scan import ImageFolder, Skipped, _check_all, _stratified_split
+
+LABEL_SEPARATORS = (";", " ")
+
+
+def from_csv(path: str | os.PathLike, *, val_split: float = 0.1, test_split: float = 0.1, seed: int = 0,
+             workers: int = 4) -> ImageFolder:
+    """Scan a CSV with columns ``path,label`` (and optionally ``split``: train/val/test).
+
+    Paths are relative to the CSV's folder (or absolute). Rows whose file is
+    missing or unreadable are skipped with the reason, as in a folder scan.
+
+    Raises:
+        DataError: no ``path``/``label`` header, several labels in one cell
+            (multi-label is not supported yet), an unknown split name, fewer than two classes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"CSV file {str(path)!r} does not exist")
+    with open(path, newline="", encoding="utf-8-sig") as file:
+        reader = csv.DictReader(file)
+        columns = [c.strip().lower() for c in reader.fieldnames or []]
+        if "path" not in columns or "label" not in columns:
+            raise DataError(f"{path}: the first line must name the columns path,label[,split]; found {columns or 'none'}")
+        rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    records, skipped = [], []
+    for line, row in enumerate(rows, start=2):
+        label, split = row["label"], row.get("split", "").lower()
+        if not row["path"] or not label:
+            skipped.append(Skipped(f"{path}:{line}", "empty path or label"))
+            continue
+        if any(sep in label for sep in LABEL_SEPARATORS):
+            raise DataError(f"{path}:{line}: label {label!r} holds several labels; multi-label training is not "
+                            "supported yet: give one label per row")
+        if split and split not in ("train", "val", "test"):
+            raise DataError(f"{path}:{line}: split {split!r} must be train, val or test (or empty)")
+        file_path = Path(row["path"]) if Path(row["path"]).is_absolute() else path.parent / row["path"]
+        if not file_path.is_file():
+            skipped.append(Skipped(str(file_path), f"listed on line {line} of {path.name} but not found"))
+            continue
+        records.append((str(file_path), label, split))
+    bad = dict(_check_all([r[0] for r in records], workers, None))
+    skipped += [Skipped(p, reason) for p, reason in bad.items()]
+    good = [r for r in records if r[0] not in bad]
+    return _folder(str(path), good, skipped, val_split, test_split, seed)
+
+
+def from_arrays(x: Any, y: Sequence, *, validation_data: tuple | None = None, val_split: float = 0.1,
+                test_split: float = 0.1, seed: int = 0, class_names: Sequence[str] | None = None) -> ImageFolder:
+    """Images ``x`` (N, H, W[, C], pixels 0-255) and labels ``y`` as an :class:`ImageFolder`.
+
+    With ``validation_data=(x_val, y_val)`` (as ``model.fit``) that is the
+    validation split and only ``test_split`` is carved from ``x``.
+    """
+    from ..cache import cache_root
+
+    x, y = _checked(x, y, "x")
+    parts = [("fit", x, y)]
+    if validation_data is not None:
+        xv, yv = _checked(*validation_data, "validation_data")
+        parts.append(("val", xv, yv))
+    digest = hashlib.sha256()
+    for _, images, labels in parts:
+        digest.update(np.ascontiguousarray(images).tobytes())
+        digest.update(np.asarray(labels).astype(str).tobytes())
+    root = cache_root() / "arrays" / digest.hexdigest()[:24]
+    records = []
+    for name, images, labels in parts:
+        for i, (image, label) in enumerate(zip(images, labels)):
+            label = class_names[int(label)] if class_names is not None else str(label)
+            file = root / name / f"{i:06d}.png"
+            if not file.exists():
+                _write_png(file, image)
+            records.append((str(file), label, "val" if name == "val" else ""))
+    return _folder(str(root), records, [], 0 if validation_data is not None else val_split, test_split, seed)
+
+
+def from_dataset(dataset: Any, *, validation_data: Any = None, **kwargs: Any) -> ImageFolder:
+    """A ``tf.data.Dataset`` of ``(image, label)`` pairs (batched or not) as an :class:`ImageFolder`."""
+    def arrays(ds):
+        xs, ys = [], []
+        for image, label in ds.as_numpy_iterator():
+            batched = np.ndim(label) > 0
+            xs.extend(image if batched else [image])
+            ys.extend(label if batched else [label])
+        return np.stack(xs), np.asarray(ys)
+
+    val = arrays(validation_data) if validation_data is not None else None
+    return from_arrays(*arrays(dataset), validation_data=val, **kwargs)
+
+
+def _checked(x: Any, y: Sequence, name: str) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (3, 4)):
+        raise DataError(f"{name}: images must be (N, H, W) grayscale or (N, H, W, 1|3|4); got shape {x.shape}")
+    if len(x) != len(y):
+        raise DataError(f"{name}: {len(x)} images but {len(y)} labels")
+    if y.ndim != 1:
+        raise DataError(f"{name}: labels must be one per image (shape (N,)); got {y.shape} (one-hot? use argmax)")
+    if x.dtype != np.uint8:
+        if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
+            raise DataError(f"{name}: pixel type {x.dtype} is not a number")
+        low, high = float(np.min(x)), float(np.max(x))
+        if low < 0 or high > 255:
+            raise DataError(f"{name}: pixels span {low:g}..{high:g}; finetune expects 0-255 (as uint8 images)")
+        if high <= 1.0:
+            raise DataError(f"{name}: pixels span {low:g}..{high:g}, which looks like 0-1; finetune expects 0-255: "
+                            "pass x * 255")
+        x = np.round(x).astype(np.uint8)
+    return x, y
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    from ..util import atomic_write
+
+    atomic_write(path, lambda tmp: Image.fromarray(image).save(tmp, format="PNG"))
+
+
+def _folder(root: str, records: list[tuple[str, str, str]], skipped: list[Skipped], val_split: float,
+            test_split: float, seed: int) -> ImageFolder:
+    class_names = sorted({label for _, label, _ in records})
+    if len(class_names) < 2:
+        raise DataError(f"{root}: {len(class_names)} class(es) with readable images; a classifier needs at least two")
+    index = {name: i for i, name in enumerate(class_names)}
+    given = {split: [(p, index[l]) for p, l, s in records if s == split] for split in ("train", "val", "test")}
+    rest = {name: [p for p, l, s in records if not s and l == name] for name in class_names}
+    has_rest = any(rest.values())
+    splits = _stratified_split(Path(root), class_names, rest, 0 if given["val"] else val_split,
+                               0 if given["test"] else test_split, seed) if has_rest else {"train": [], "val": [],
+                                                                                          "test": []}
+    for split in ("train", "val", "test"):
+        splits[split] = given[split] + splits.get(split, [])
+    if not splits["train"]:
+        raise DataError(f"{root}: no training images (every row is marked val or test)")
+    return ImageFolder(root, class_names, splits, skipped, presplit=bool(given["val"] or given["test"]))
+
+
+def as_image_folder(data: Any, *, val_split: float = 0.1, test_split: float = 0.1, seed: int = 0,
+                    validation_data: Any = None) -> ImageFolder:
+    """Whatever ``fine_tune`` was given, as an :class:`ImageFolder`: a folder, a ``.csv``, ``(x, y)`` arrays,
+    a ``tf.data.Dataset``, or an ``ImageFolder`` already."""
+    from .scan import scan_folder
+
+    split = dict(val_split=val_split, test_split=test_split, seed=seed)
+    if isinstance(data, ImageFolder):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        if str(data).lower().endswith(".csv"):
+            return from_csv(data, **split)
+        return scan_folder(data, **split)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return from_arrays(*data, validation_data=validation_data, **split)
+    if hasattr(data, "as_numpy_iterator"):
+        return from_dataset(data, validation_data=validation_data, **split)
+    raise DataError(f"data of type {type(data).__name__}: give a folder, a .csv file, (x, y) arrays or a "
+                    "tf.data.Dataset of (image, label)")
