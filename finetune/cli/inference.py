@@ -1,0 +1,161 @@
+"""``finetune evaluate``, ``predict`` and ``export``: commands that read a trained run."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import click
+
+from ..choices import EXPORT_FORMATS, QUANTIZATIONS
+from .app import _check_classes, _load, _start_tensorflow, main
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--data", "data_dir", type=click.Path(), help="Evaluate on this class-folder tree instead of the run's test split.")
+@click.option("--tta", is_flag=True, help="Also report accuracy with test-time augmentation (flips and crops averaged).")
+@click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs code stored in the model).")
+def evaluate(run_dir, data_dir, tta, unsafe):
+    """Accuracy, per-class precision/recall/F1 and confusion matrix of a trained run."""
+    _start_tensorflow()
+    from ..data import as_image_folder, scan_folder
+    from ..runs import evaluate_split
+
+    model, config, class_names = _load(run_dir, unsafe)
+    if data_dir:
+        folder = scan_folder(data_dir, val_split=0, test_split=0)
+        _check_classes(folder.class_names, class_names, data_dir)
+        items = [item for split in folder.splits.values() for item in split]
+    else:
+        folder = as_image_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
+        items = folder.splits.get("test") or folder.splits.get("val")
+    metrics = evaluate_split(model, items, class_names, config.image_size, config.batch_size, config.resize)
+    click.echo(f"accuracy: {metrics['accuracy']:.2%} on {metrics['n']} images "
+               f"(balanced {metrics['balanced_accuracy']:.2%}, macro F1 {metrics['macro_f1']:.3f})")
+    from ..evaluation.report import metrics_table
+
+    click.echo(metrics_table(metrics))
+    if tta:
+        from ..evaluation.diagnostics import evaluate_tta
+
+        result = evaluate_tta(model, items, class_names, config.image_size, batch_size=config.batch_size,
+                              resize=config.resize)
+        click.echo(f"TTA accuracy: {result['accuracy_tta']:.2%} (without TTA: {result['accuracy']:.2%})")
+
+
+@main.command()
+@click.argument("args", nargs=-1, required=True, type=click.Path())
+@click.option("-k", "--top-k", default=3, show_default=True, help="How many classes to show per image.")
+@click.option("--csv", "csv_path", type=click.Path(), help="Write predictions to this CSV file instead of printing.")
+@click.option("--imagenet", is_flag=True, help="No RUN_DIR: name ImageNet classes with the offline EfficientNet-Lite0 and its original head.")
+@click.option("--mc-samples", type=int, default=0, show_default=True,
+              help="Average this many MC-dropout passes; report the std of each probability and the predictive entropy.")
+@click.option("--tta", is_flag=True, help="Average predictions over flips and crops (test-time augmentation).")
+@click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs code stored in the model).")
+def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
+    """Top-k classes for images: `predict RUN_DIR IMAGE_OR_FOLDER...` or `predict --imagenet IMAGE...`."""
+    _start_tensorflow()
+    import numpy as np
+
+    from ..data import IMAGE_EXTENSIONS, check_image, load_images
+    from ..evaluation.diagnostics import predict_images
+
+    if imagenet:
+        from ..models.backbones.imagenet import imagenet_classifier
+
+        model, image_size, class_names = imagenet_classifier()
+        fit = dict(resize="crop", crop_fraction=0.875, bicubic=True)  # the reference (timm) eval transform
+        paths = args
+    else:
+        if len(args) < 2:
+            raise click.UsageError("give RUN_DIR and at least one image or folder (or --imagenet IMAGE...)")
+        run_dir, paths = args[0], args[1:]
+        model, config, class_names = _load(run_dir, unsafe)
+        image_size, fit = config.image_size, dict(resize=config.resize)
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."))
+        elif p.exists():
+            files.append(str(p))
+        else:
+            raise FileNotFoundError(f"image {str(p)!r} does not exist")
+    good, rows = [], []
+    for f in files:
+        reason = check_image(f)
+        if reason:
+            click.secho(f"skipped {f}: {reason}", fg="yellow", err=True)
+        else:
+            good.append(f)
+    k = min(top_k, len(class_names))
+    header = ["path"] + [h for i in range(1, k + 1) for h in (f"class_{i}", f"prob_{i}")]
+    if mc_samples:
+        header += [f"std_{i}" for i in range(1, k + 1)] + ["entropy"]
+    for start in range(0, len(good), 64):
+        chunk = good[start:start + 64]
+        probs, std, entropy = predict_images(model, load_images(chunk, image_size, **fit), mc_samples=mc_samples, tta=tta)
+        for j, (f, p) in enumerate(zip(chunk, probs)):
+            order = np.argsort(-p)[:k]
+            row = [f] + [v for i in order for v in (class_names[i], f"{p[i]:.4f}")]
+            if mc_samples:
+                row += [f"{std[j][i]:.4f}" for i in order] + [f"{entropy[j]:.4f}"]
+            rows.append(row)
+    if csv_path:
+        with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header)
+            writer.writerows(rows)
+        click.echo(f"wrote {len(rows)} predictions to {csv_path}")
+    else:
+        for row in rows:
+            shown = []
+            for n, i in enumerate(range(1, 2 * k + 1, 2)):
+                text = f"{row[i]} {float(row[i + 1]):.1%}"
+                if mc_samples:
+                    text += f" +- {float(row[1 + 2 * k + n]):.1%}"
+                shown.append(text)
+            tail = f" (entropy {float(row[-1]):.3f} nats, {mc_samples} MC-dropout samples)" if mc_samples else ""
+            click.echo(f"{row[0]}: {', '.join(shown)}{tail}")
+    if not good:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="tflite", show_default=True,
+              help="Export format (onnx needs `pip install keras-finetune[onnx]`).")
+@click.option("--quantize", type=click.Choice(QUANTIZATIONS), default=None, help="TFLite weight quantization (int8 = dynamic range).")
+@click.option("--out", "out_path", type=click.Path(), default=None, help="Output path [default: RUN_DIR/export/...].")
+def export(run_dir, fmt, quantize, out_path):
+    """Export a trained run for deployment and check it against the Keras model."""
+    _start_tensorflow()
+    from ..export import export as export_model
+
+    result = export_model(run_dir, fmt, out_path, quantize=quantize)
+    click.echo(result.summary())
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--output", "out_dir", type=click.Path(), default=None, help="Folder for the PNGs [default: RUN_DIR/explain].")
+@click.option("--class", "class_name", default=None, help="Explain this class instead of the predicted one.")
+@click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs code stored in the model).")
+def explain(run_dir, images, out_dir, class_name, unsafe):
+    """Grad-CAM: one PNG per image showing where the network looked for its predicted class."""
+    _start_tensorflow()
+    from ..data import load_image
+    from ..evaluation.explain import grad_cam, save_overlay
+
+    model, config, class_names = _load(run_dir, unsafe)
+    if class_name is not None and class_name not in class_names:
+        raise click.UsageError(f"--class {class_name!r} is not one of {', '.join(class_names)}")
+    out = Path(out_dir or Path(run_dir) / "explain")
+    out.mkdir(parents=True, exist_ok=True)
+    for path in images:
+        image = load_image(path, config.image_size, config.resize).astype("float32")
+        found = grad_cam(model, image[None], None if class_name is None else class_names.index(class_name))[0]
+        written = save_overlay(image, found, out / f"{Path(path).stem}.gradcam.png", class_names)
+        click.echo(f"{path}: {class_names[found.class_index]} {found.probability:.1%} -> {written}")

@@ -1,0 +1,69 @@
+"""``finetune lr-find``, ``backbones`` and ``cache``."""
+
+from __future__ import annotations
+
+import click
+
+from .app import _start_tensorflow, main
+
+
+@main.command("lr-find")
+@click.argument("data_dir", type=click.Path())
+@click.option("--backbone", default=None, help="Pretrained network [default: efficientnet_lite0].")
+@click.option("--weights", default=None, help="'imagenet', 'none' or a weights file [default: imagenet].")
+@click.option("--image-size", type=int, default=None, help="Input size [default: the backbone's].")
+@click.option("--optimizer", default="adam", show_default=True, help="Optimizer name.")
+@click.option("--steps", default=200, show_default=True, help="Steps of the exponential sweep.")
+@click.option("--plot", "plot_path", default="lr_find.png", show_default=True, type=click.Path(), help="Where to write the loss-vs-LR plot.")
+def lr_find_command(data_dir, backbone, weights, image_size, optimizer, steps, plot_path):
+    """Sweep the head's learning rate exponentially on cached features and suggest one."""
+    _start_tensorflow()
+    from ..config import TrainConfig
+    from ..training.features import FeatureCache
+    from ..training.lr_find import lr_find
+    from ..data import scan_folder
+    from ..models import build_model, loss_for
+
+    given = {k: v for k, v in (("backbone", backbone), ("weights", weights), ("image_size", image_size)) if v is not None}
+    config = TrainConfig.from_dict({**TrainConfig().to_dict(), **given, "data": data_dir, "optimizer": optimizer})
+    folder = scan_folder(data_dir, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
+    parts = build_model(config.backbone, folder.num_classes, weights=config.weights, image_size=config.image_size,
+                        head=config.head_config(), augment="none", seed=config.seed)
+    loader = dict(image_size=parts.image_size, batch_size=config.batch_size, binary=folder.binary)
+    config.image_size = parts.image_size
+    x, y = FeatureCache.for_run(config, parts).get_or_compute(folder.splits["train"], loader, parts, verbose=1)[:2]
+    result = lr_find(parts.classifier, (x, y), loss=loss_for(folder.num_classes), optimizer=optimizer,
+                     steps=steps, batch_size=config.batch_size)
+    result.plot(plot_path)
+    click.echo(f"suggested learning rate: {result.suggestion:.2g} (steepest descent; min-loss/10 = {result.min_loss_lr:.2g})")
+    click.echo(f"plot: {plot_path}\nuse it: finetune train {data_dir} --lr {result.suggestion:.2g}")
+
+
+@main.command()
+@click.option("--clear", is_flag=True, help="Delete everything in the cache.")
+def cache(clear):
+    """Show (or clear) finetune's cache: converted weights and cached features/activations."""
+    from .. import cache as store
+
+    root = store.cache_root()
+    listed = store.entries(root) if root.exists() else []
+    total = sum(size for _, size, _ in listed)
+    if clear:
+        click.echo(f"cleared {store.clear(root) / 2**20:.1f} MB from {root}")
+        return
+    click.echo(f"{root}: {len(listed)} entries, {total / 2**20:.1f} MB of {store.cache_limit() / 2**30:.1f} GB "
+               "(FINETUNE_CACHE_LIMIT; least recently used entries go first)")
+    for kind, mine in store.by_kind(listed).items():
+        click.echo(f"  {kind:<9} {len(mine):4d} entries  {sum(e[1] for e in mine) / 2**20:9.1f} MB")
+
+
+@main.command()
+def backbones():
+    """List the pretrained networks with their size, input size and offline availability."""
+    _start_tensorflow()
+    from ..models import list_backbones
+
+    click.echo(f"{'name':<20} {'family':<17} {'params':>7}  {'input':>5}  {'unfreeze from':<26} weights offline")
+    for b in list_backbones():
+        offline = "yes" if b.available_offline() else "no (downloads on first use)"
+        click.echo(f"{b.name:<20} {b.family:<17} {b.params_millions:>6.1f}M  {b.input_size:>5}  {b.default_unfreeze:<26} {offline}")

@@ -1,0 +1,127 @@
+"""``finetune train``: every TrainConfig field as an option, with its default shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..choices import (
+    AUGMENT_PRESETS, CACHE_DTYPES, CLASS_WEIGHTS, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, RESIZE_POLICIES, SCHEDULES,
+    STRATEGIES, TUNE_INPUTS,
+)
+from .app import _defaults, _start_tensorflow, main
+
+
+NONE_DEFAULTS = {"image_size": "the backbone's, or the images' own size if smaller", "tune_lr": "lr/100",
+                 "unfreeze_from": "the backbone's top block", "name": "DATA-BACKBONE-TIMESTAMP",
+                 "from_model": "none: use --backbone"}
+
+
+def _opt(name: str, type_, help_: str, field: str | None = None, **kw):
+    field = field or name.lstrip("-").replace("-", "_")
+    default = getattr(_defaults(), field, None)
+    shown = NONE_DEFAULTS.get(field, "none") if default is None else default
+    return click.option(name, field, type=type_, default=None, help=f"{help_} [default: {shown}]", **kw)
+
+
+TRAIN_OPTIONS = [
+    _opt("--backbone", str, "Pretrained network (see `finetune backbones`)."),
+    _opt("--weights", str, "'imagenet', 'none' (random) or a path to a weights file."),
+    _opt("--from", str, "Start from a saved model's layers instead of a backbone (a .keras or .h5 file).", field="from_model"),
+    _opt("--drop-top", int, "With --from: how many top layers of the saved model to drop."),
+    _opt("--image-size", int, "Square input size in pixels."),
+    _opt("--resize", click.Choice(RESIZE_POLICIES), "Fit images to the square input: crop (centre, keeps the shape), "
+         "pad (black borders) or squash."),
+    _opt("--batch-size", int, "Images per batch."),
+    _opt("--val-split", float, "Validation fraction per class when DATA_DIR is not pre-split."),
+    _opt("--test-split", float, "Test fraction per class when DATA_DIR is not pre-split."),
+    _opt("--seed", int, "Seed of the split, initialisation and shuffling."),
+    _opt("--augment", click.Choice(AUGMENT_PRESETS), "Augmentation preset ('seed' = seed 002's ImageDataGenerator)."),
+    _opt("--pooling", click.Choice(POOLINGS), "How the feature map becomes a vector."),
+    _opt("--hidden", str, "Hidden Dense sizes of the head, comma separated, e.g. 256 or 512,128."),
+    _opt("--activation", str, "Activation of the hidden head layers."),
+    _opt("--dropout", float, "Dropout rate in the head."),
+    _opt("--l1", float, "L1 kernel regularization of the head."),
+    _opt("--l2", float, "L2 kernel regularization of the head."),
+    _opt("--max-norm", float, "Max-norm constraint on head kernels."),
+    _opt("--optimizer", click.Choice(OPTIMIZERS), "Optimizer."),
+    _opt("--lr", float, "Learning rate of phase 1 (frozen base)."),
+    _opt("--head-epochs", int, "Epochs of phase 1 (0 skips it)."),
+    _opt("--tune-lr", float, "Learning rate of phase 2."),
+    _opt("--tune-epochs", int, "Epochs of phase 2 with the top of the base unfrozen (0 skips it)."),
+    _opt("--unfreeze-from", str, "Unfreeze from this layer name or prefix (e.g. block6, block5_conv1)."),
+    _opt("--unfreeze-blocks", int, "Instead: unfreeze the last N blocks."),
+    _opt("--unfreeze-fraction", float, "Instead: unfreeze this top fraction of the base's layers."),
+    _opt("--schedule", click.Choice(SCHEDULES), "Learning-rate schedule within each phase."),
+    _opt("--warmup-epochs", float, "Linear warm-up epochs of the cosine schedule."),
+    click.option("--discriminative/--no-discriminative", "discriminative", default=None,
+                 help="Phase 2: base blocks learn at rates spread geometrically from tune-lr/100 to tune-lr. [default: off]"),
+    _opt("--clipnorm", float, "Clip gradients to this global norm."),
+    _opt("--loop", click.Choice(LOOPS), "Training loop: Keras fit, or finetune's GradientTape Trainer."),
+    _opt("--strategy", click.Choice(STRATEGIES), "tf.distribute strategy (multiworker reads TF_CONFIG)."),
+    _opt("--precision", click.Choice(PRECISIONS), "mixed = mixed_float16 (GPU)."),
+    click.option("--jit/--no-jit", "jit", default=None, help="XLA-compile training steps (GPU; slow on CPU). [default: off]"),
+    _opt("--patience", int, "Early-stopping patience on val loss, best weights restored (0 disables)."),
+    _opt("--class-weight", click.Choice(CLASS_WEIGHTS), "Weight classes inversely to their frequency."),
+    click.option("--cache-features/--no-cache-features", "cache_features", default=None,
+                 help="Run the frozen base once and train the head on cached features. [default: on]"),
+    _opt("--cache-variants", int, "K augmented copies per image in the caches: phase 1 trains on the original and all "
+         "K copies every epoch; phase 2 (cached) on one of the 1+K per epoch."),
+    _opt("--tune-inputs", click.Choice(TUNE_INPUTS), "Phase 2 on cached activations at the unfreeze point (the frozen "
+         "bottom runs once per image and copy) or on live images; auto: cached unless that would drop augmentation."),
+    _opt("--cache-dtype", click.Choice(CACHE_DTYPES), "Storage of cached phase-2 activations (float16 halves memory)."),
+    click.option("--tensorboard/--no-tensorboard", "tensorboard", default=None, help="TensorBoard logs in RUN/tensorboard. [default: off]"),
+    _opt("--mlflow", str, "MLflow tracking URI (e.g. sqlite:///mlflow.db); needs `pip install mlflow`."),
+    _opt("--output", str, "Folder that receives run folders."),
+    _opt("--name", str, "Run folder name."),
+]
+
+
+def _apply(options):
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return decorate
+
+
+@main.command()
+@click.argument("data_dir", required=False, type=click.Path())
+@click.option("--config", "config_path", type=click.Path(), help="A config.yaml (e.g. from a run folder); options given here override it.")
+@_apply(TRAIN_OPTIONS)
+@click.option("--overwrite", is_flag=True, help="Replace a run folder of the same --name instead of making a new one.")
+@click.option("--resume", "resume_dir", type=click.Path(), help="Continue an interrupted run from its last completed epoch.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def train(data_dir, config_path, overwrite, resume_dir, quiet, **options):
+    """Fine-tune on DATA_DIR (one subfolder per class, or train/ val/ [test/])."""
+    _start_tensorflow()
+    from ..config import ConfigError, TrainConfig
+    from ..runs import train as run_training
+
+    if resume_dir:
+        config_path = config_path or str(Path(resume_dir) / "config.yaml")
+        if not Path(config_path).exists():
+            raise click.UsageError(f"{resume_dir!r} is not a run folder (no config.yaml)")
+    base = TrainConfig.load(config_path).to_dict() if config_path else TrainConfig().to_dict()
+    given = {k: v for k, v in options.items() if v is not None}
+    if "hidden" in given:
+        try:
+            given["hidden"] = [int(h) for h in str(given["hidden"]).split(",") if h.strip()]
+        except ValueError:
+            raise ConfigError(f"--hidden: expected comma-separated integers such as 256,128, got {options['hidden']!r}") from None
+    if data_dir:
+        given["data"] = data_dir
+    config = TrainConfig.from_dict({**base, **given})
+    if not config.data:
+        raise click.UsageError("give DATA_DIR or a --config with a `data:` entry")
+    source = config.from_model or config.backbone
+    click.echo(f"finetune: {'resuming' if resume_dir else 'training'} {source} on {config.data}")
+    run_dir, result, metrics = run_training(config, overwrite=overwrite, verbose=0 if quiet else 1, resume=resume_dir)
+    if result.folder.skipped:
+        click.secho(f"skipped {len(result.folder.skipped)} unreadable file(s); see {run_dir / 'report.md'}", fg="yellow")
+    click.echo(result.phase_table())
+    click.echo(result.kept_reason())
+    if metrics:
+        click.echo(f"{metrics['split']} accuracy: {metrics['accuracy']:.2%} on {metrics['n']} images")
+    click.echo(f"run folder: {run_dir}\nreport: {run_dir / 'report.md'}")

@@ -1,0 +1,118 @@
+"""Grad-CAM: where the network looked (Selvaraju et al. 2017).
+
+The heatmap of class ``c`` weighs each channel of the last convolutional
+feature map by the mean gradient of ``c``'s score with respect to it. For a
+finetune model that map is the base's output (the last conv block of every
+registered backbone); for any chain of layers, the last layer with a 4-D
+output (found by walking the model, e.g. a model trained ``--from`` another).
+Binary (one sigmoid unit), multi-class (softmax) and multi-label (sigmoids)
+heads all work: the score of class ``c`` is its probability.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+
+
+class CannotExplain(ValueError):
+    """The model has no convolutional feature map to explain, or is not a chain of layers."""
+
+
+@dataclass
+class Explanation:
+    """One image's Grad-CAM.
+
+    Attributes:
+        heatmap: ``(h, w)`` in [0, 1] at the feature map's resolution.
+        class_index: The class explained.
+        probability: The model's probability for that class.
+        probabilities: All class probabilities (binary expanded to two columns).
+    """
+
+    heatmap: np.ndarray
+    class_index: int
+    probability: float
+    probabilities: np.ndarray
+
+    def upsampled(self, size: tuple[int, int]) -> np.ndarray:
+        """The heatmap resized (bilinear) to ``(height, width)``."""
+        from PIL import Image
+
+        image = Image.fromarray(np.uint8(np.clip(self.heatmap, 0, 1) * 255))
+        return np.asarray(image.resize((size[1], size[0]), Image.BILINEAR), np.float32) / 255
+
+
+def _chain(model: keras.Model) -> tuple[list[keras.layers.Layer], int]:
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    shapes = [tuple(layer.output.shape) if hasattr(layer, "output") else () for layer in layers]
+    four_d = [i for i, shape in enumerate(shapes) if len(shape) == 4]
+    if not four_d:
+        raise CannotExplain(f"{model.name} has no layer with a 4-D (convolutional) output to explain")
+    return layers, four_d[-1]
+
+
+def grad_cam(model: keras.Model, images: np.ndarray, class_index: int | Sequence[int] | None = None) -> list[Explanation]:
+    """Grad-CAM of ``images`` (RGB 0-255, the model's input size) for ``class_index`` (default: the predicted class).
+
+    Example:
+        >>> base = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3, padding="same")])
+        >>> model = keras.Sequential([keras.Input((16, 16, 3)), base, keras.layers.GlobalAveragePooling2D(),
+        ...                           keras.layers.Dense(3, activation="softmax")])
+        >>> found = grad_cam(model, np.random.rand(2, 16, 16, 3) * 255)
+        >>> found[0].heatmap.shape, 0 <= found[0].class_index < 3
+        ((16, 16), True)
+    """
+    import tensorflow as tf
+
+    layers, last_conv = _chain(model)
+    x = tf.convert_to_tensor(np.asarray(images, np.float32))
+    with tf.GradientTape() as tape:
+        fmap = None
+        for i, layer in enumerate(layers):
+            try:
+                x = layer(x, training=False)
+            except (TypeError, ValueError) as err:
+                raise CannotExplain(f"{model.name} is not a chain of layers ({layer.name}: {err})") from None
+            if i == last_conv:
+                fmap = x
+        probs = x if x.shape[-1] > 1 else tf.concat([1 - x, x], axis=-1)
+        if class_index is None:
+            chosen = tf.argmax(probs, axis=-1)
+        else:
+            chosen = tf.constant(np.broadcast_to(np.asarray(class_index), (probs.shape[0],)), tf.int64)
+        score = tf.reduce_sum(tf.gather(probs, chosen, axis=-1, batch_dims=1))
+    grads = tape.gradient(score, fmap)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    cams = tf.nn.relu(tf.reduce_sum(weights * fmap, axis=-1)).numpy()
+    probs, chosen = probs.numpy(), chosen.numpy()
+    out = []
+    for cam, p, c in zip(cams, probs, chosen):
+        top = cam.max()
+        out.append(Explanation(cam / top if top > 0 else cam, int(c), float(p[c]), p))
+    return out
+
+
+def save_overlay(image: np.ndarray, explanation: Explanation, path: str | Path, class_names: Sequence[str],
+                 *, alpha: float = 0.45) -> Path:
+    """Write a PNG: the image, and the image under the heatmap, titled with the class and its probability."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    image = np.asarray(image, np.float32) / 255
+    heat = colormaps["jet"](explanation.upsampled(image.shape[:2]))[..., :3]
+    fig = Figure(figsize=(6.4, 3.4), dpi=100)
+    left, right = fig.subplots(1, 2)
+    left.imshow(image)
+    left.set_title("image")
+    right.imshow(np.clip((1 - alpha) * image + alpha * heat, 0, 1))
+    right.set_title(f"Grad-CAM: {class_names[explanation.class_index]} ({explanation.probability:.1%})")
+    for ax in (left, right):
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
