@@ -166,7 +166,8 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
         metrics["split"] = "test" if result.folder.splits.get("test") else "val"
         worst = top_losses(result.model, test_items, result.class_names, result.parts.image_size, k=16,
                            resize=config.resize)
-        plot_worst_mistakes(worst, run_dir / "worst.png")
+        images, heatmaps = _heatmaps(result, worst)
+        plot_worst_mistakes(worst, run_dir / "worst.png", heatmaps=heatmaps, images=images)
     if trackers:
         log_final_metrics(trackers, metrics or {})
     save_run(result, run_dir, metrics)
@@ -192,6 +193,20 @@ def load_run(run_dir: str | Path, *, safe_mode: bool = True) -> tuple[keras.Mode
         config.resize = "squash"  # written before resize policies: its model was trained on squashed images
     class_names = (run_dir / "labels.txt").read_text(encoding="utf-8").splitlines()
     return model, config, class_names
+
+
+def _heatmaps(result: FineTuneResult, rows) -> tuple:
+    """``(images, heatmaps)``: the rows' images as the model saw them and their Grad-CAM (``None``s without one)."""
+    from .data import load_images
+    from .evaluation.explain import CannotExplain, grad_cam
+
+    if not rows:
+        return None, None
+    images = load_images([r.path for r in rows], result.parts.image_size, result.config.resize)
+    try:
+        return images, [e.heatmap for e in grad_cam(result.model, images)]
+    except CannotExplain:
+        return None, None
 
 
 def _csv(rows, fieldnames=None) -> str:

@@ -74,10 +74,15 @@ def top_losses(
 
 
 def plot_worst_mistakes(rows: Sequence[LossRow], path: str | Path, *, columns: int = 4,
-                        title: str = "Highest-loss test images") -> None:
-    """A grid PNG of ``rows`` titled ``true / pred p=0.93`` (red when wrong, green when right)."""
-    from matplotlib.figure import Figure
+                        title: str = "Highest-loss test images", heatmaps: Sequence[np.ndarray] | None = None,
+                        images: np.ndarray | None = None) -> None:
+    """A grid PNG of ``rows`` titled ``true / pred p=0.93`` (red when wrong, green when right).
 
+    ``heatmaps`` (one Grad-CAM per row, values in [0, 1] at any resolution) are
+    laid over ``images`` (the rows' images as the model saw them, RGB 0-255),
+    showing where the network looked for its prediction.
+    """
+    from matplotlib.figure import Figure
 
     columns = max(1, min(columns, len(rows)))
     lines = max(1, math.ceil(len(rows) / columns))
@@ -87,8 +92,11 @@ def plot_worst_mistakes(rows: Sequence[LossRow], path: str | Path, *, columns: i
     axes = fig.subplots(lines, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, row, text in zip(axes.flat, rows, titles):
-        ax.imshow(load_image(row.path))
+    for i, (ax, row, text) in enumerate(zip(axes.flat, rows, titles)):
+        ax.imshow(load_image(row.path) if images is None else np.asarray(images[i]).astype(np.uint8))
+        if heatmaps is not None:
+            extent = (-0.5, ax.get_xlim()[1], ax.get_ylim()[0], -0.5)
+            ax.imshow(heatmaps[i], cmap="jet", alpha=0.4, extent=extent, interpolation="bilinear")
         ax.set_title(f"{text}\n{Path(row.path).name}", fontsize=10, color="darkgreen" if row.correct else "firebrick")
     if not rows:
         axes.flat[0].text(0.5, 0.5, "no test images", ha="center", va="center")

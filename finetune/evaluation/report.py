@@ -74,7 +74,7 @@ def markdown_report(
         for name, m in metrics["per_class"].items():
             lines.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
     captions = {"curves": "Training curves", "confusion": "Confusion matrix",
-                "worst": "Worst mistakes (test images with the highest loss)"}
+                "worst": "Worst mistakes (test images with the highest loss; Grad-CAM of the predicted class overlaid)"}
     lines += ["", "## Plots", ""]
     for img in images:
         stem = Path(img).stem
