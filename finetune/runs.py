@@ -28,7 +28,7 @@ from .data import as_image_folder, make_dataset
 from .evaluation.diagnostics import plot_worst_mistakes, top_losses
 from .evaluation.metrics import classification_metrics
 from .evaluation.predict import probabilities
-from .evaluation.report import markdown_report, plot_confusion, plot_curves
+from .evaluation.report import html_report, markdown_report, plot_confusion, plot_curves
 from .models import check_image_size, get_backbone
 from .tracking import log_final_metrics, tracking_callbacks
 from .training import FineTuneResult, fine_tune
@@ -114,6 +114,7 @@ def save_run(result: FineTuneResult, run_dir: str | Path, metrics: dict[str, Any
     report = markdown_report(title=f"finetune run `{run_dir.name}`", summary=summary, metrics=metrics,
                              skipped=[(s.path, s.reason) for s in result.folder.skipped], images=images)
     atomic_text(run_dir / "report.md", report)
+    atomic_text(run_dir / "report.html", html_report(report, run_dir))
     return run_dir
 
 

@@ -153,3 +153,14 @@ def test_import_finetune_leaves_the_matplotlib_backend_alone(side_effects):
 
 def test_import_finetune_and_its_cli_does_not_start_tensorflow(side_effects):
     assert not side_effects["tf_after_cli"]
+
+
+def test_atomic_writes_leave_the_usual_permissions(tmp_path):
+    import os
+
+    from finetune.util import atomic_text
+
+    atomic_text(tmp_path / "a.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -89,6 +89,36 @@ def markdown_report(
     return "\n".join(lines) + "\n"
 
 
+def html_report(markdown_text: str, folder: str | Path) -> str:
+    """The Markdown report as one self-contained HTML page: PNGs from ``folder`` embedded as data URIs.
+
+    Example:
+        >>> "<h1>Run</h1>" in html_report("# Run", ".")
+        True
+    """
+    import base64
+    import html
+    import re
+
+    import markdown
+
+    def embed(match: re.Match) -> str:
+        path = Path(folder) / match.group(2)
+        if not path.is_file():
+            return match.group(0)
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f"![{match.group(1)}](data:image/png;base64,{data})"
+
+    body = markdown.markdown(re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)", embed, markdown_text),
+                             extensions=["tables", "fenced_code"])
+    title = html.escape(markdown_text.splitlines()[0].lstrip("# ").replace("`", "")) if markdown_text else "report"
+    style = ("body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.45}"
+             "img{max-width:100%}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2rem .5rem}"
+             "pre{background:#f6f6f6;padding:.6rem;overflow:auto}")
+    return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
+            f"<style>{style}</style></head><body>\n{body}\n</body></html>\n")
+
+
 def metrics_table(metrics: dict[str, Any]) -> str:
     """Per-class precision/recall/F1/support and the confusion matrix, as fixed-width text.
 
