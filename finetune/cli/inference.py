@@ -59,7 +59,7 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
     _start_tensorflow()
     import numpy as np
 
-    from ..data import IMAGE_EXTENSIONS, check_image, load_images
+    from ..data import IMAGE_EXTENSIONS, decode_many
     from ..evaluation.diagnostics import predict_images
 
     if imagenet:
@@ -82,20 +82,19 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
             files.append(str(p))
         else:
             raise FileNotFoundError(f"image {str(p)!r} does not exist")
-    good, rows = [], []
-    for f in files:
-        reason = check_image(f)
-        if reason:
-            click.secho(f"skipped {f}: {reason}", fg="yellow", err=True)
-        else:
-            good.append(f)
+    rows, predicted = [], 0
     k = min(top_k, len(class_names))
     header = ["path"] + [h for i in range(1, k + 1) for h in (f"class_{i}", f"prob_{i}")]
     if mc_samples:
         header += [f"std_{i}" for i in range(1, k + 1)] + ["entropy"]
-    for start in range(0, len(good), 64):
-        chunk = good[start:start + 64]
-        probs, std, entropy = predict_images(model, load_images(chunk, image_size, **fit), mc_samples=mc_samples, tta=tta)
+    for start in range(0, len(files), 64):  # each file decoded once, in parallel, with the training's bad-input rules
+        chunk, images, bad = decode_many(files[start:start + 64], image_size, **fit)
+        for f, reason in bad:
+            click.secho(f"skipped {f}: {reason}", fg="yellow", err=True)
+        if not chunk:
+            continue
+        predicted += len(chunk)
+        probs, std, entropy = predict_images(model, images, mc_samples=mc_samples, tta=tta)
         for j, (f, p) in enumerate(zip(chunk, probs)):
             order = np.argsort(-p)[:k]
             row = [f] + [v for i in order for v in (class_names[i], f"{p[i]:.4f}")]
@@ -118,7 +117,7 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
                 shown.append(text)
             tail = f" (entropy {float(row[-1]):.3f} nats, {mc_samples} MC-dropout samples)" if mc_samples else ""
             click.echo(f"{row[0]}: {', '.join(shown)}{tail}")
-    if not good:
+    if not predicted:
         sys.exit(1)
 
 

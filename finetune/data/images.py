@@ -172,3 +172,29 @@ def typical_size(paths: Sequence[str], sample: int = 64) -> int | None:
         except Exception:  # noqa: BLE001 - a file that vanished since the scan does not decide the size
             continue
     return int(np.median(sides)) if sides else None
+
+
+def decode_checked(path: str, image_size: int, resize: str = "squash", **fit) -> tuple[np.ndarray | None, str | None]:
+    """``(pixels, None)`` for a usable file, ``(None, reason)`` otherwise: one decode, :func:`check_image`'s rules."""
+    try:
+        if os.path.getsize(path) == 0:
+            return None, "empty file (0 bytes)"
+        _verify_checksums(path)
+        return load_image(path, image_size, resize, **fit), None
+    except DataError as err:
+        return None, str(err)
+    except Exception as err:  # PIL raises many types for corrupt data
+        return None, _reason(err)
+
+
+def decode_many(paths: Sequence[str], image_size: int, resize: str = "squash", *, workers: int = 4,
+                **fit) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+    """Decode ``paths`` once each, in parallel: ``(good paths, float32 batch, [(bad path, reason)])``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        decoded = list(pool.map(lambda p: decode_checked(p, image_size, resize, **fit), paths))
+    good = [p for p, (pixels, _) in zip(paths, decoded) if pixels is not None]
+    batch = np.stack([pixels for pixels, _ in decoded if pixels is not None]).astype(np.float32) if good else \
+        np.zeros((0, image_size, image_size, 3), np.float32)
+    return good, batch, [(p, reason) for p, (_, reason) in zip(paths, decoded) if reason is not None]

@@ -337,3 +337,23 @@ def test_training_completes_and_reports_bad_files(tmp_path):
     reasons = {os.path.relpath(s.path, root): s.reason for s in result.folder.skipped}
     assert set(reasons) == set(bad) and all(reasons.values())
     assert len(result.history) == 2
+
+
+def test_decode_many_decodes_once_with_the_scan_rules(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import finetune.data.images as images
+    from finetune.data import decode_many
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (10, 10), (200, 0, 0)).save(good)
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello")
+    calls = []
+    original = images.load_image
+    monkeypatch.setattr(images, "load_image", lambda *a, **k: calls.append(a[0]) or original(*a, **k))
+    paths = [str(good), str(tmp_path / "empty.png"), str(tmp_path / "text.jpg")]
+    ok, batch, bad = decode_many(paths, 8, "crop")
+    assert ok == [str(good)] and batch.shape == (1, 8, 8, 3) and batch[0, 0, 0, 0] == 200
+    assert dict(bad) == {paths[1]: "empty file (0 bytes)", paths[2]: images.check_image(paths[2])}
+    assert calls.count(str(good)) == 1  # one decode per usable file
