@@ -334,13 +334,24 @@ class RecipeRun:
                               len(cut.shapes)).batch(config.batch_size)
         self.timings["activations"] = self.timings.get("activations", 0.0) + time.perf_counter() - start
         n = len(copies[0][0])
+        # Each copy becomes tensors once; an epoch is a seeded shuffle of indices, gathered batch by batch
+        # (the same order as shuffling the arrays themselves, without copying them every epoch).
+        tensors = [tuple(tf.constant(a) for a in copy) for copy in copies]
+        n_inputs = len(cut.shapes)
+
+        def gather(copy):
+            def batch(indices):
+                taken = [tf.gather(t, indices) for t in copy]
+                inputs = taken[0] if n_inputs == 1 else tuple(taken[:n_inputs])
+                return (inputs, *taken[n_inputs:])
+            return batch
 
         def epoch(e: int):
-            ds = _as_batches(copies[e % len(copies)], len(cut.shapes))
-            return ds.shuffle(n, seed=config.seed + e, reshuffle_each_iteration=False).batch(config.batch_size)
+            order = tf.data.Dataset.range(n).shuffle(n, seed=config.seed + e, reshuffle_each_iteration=False)
+            return order.batch(config.batch_size).map(gather(tensors[e % len(tensors)]))
 
         if self.context.loop == "trainer":
-            train = _as_batches(copies[0], len(cut.shapes)).shuffle(n, seed=config.seed).batch(config.batch_size)
+            train = tf.data.Dataset.range(n).shuffle(n, seed=config.seed).batch(config.batch_size).map(gather(tensors[0]))
         else:
             train = concat_epochs(epoch, first, last)
         return PhaseData(train.prefetch(tf.data.AUTOTUNE), val, math.ceil(n / config.batch_size))
