@@ -104,8 +104,8 @@ class FeatureCache:
             "preprocessing": parts.backbone.preprocessing, "pooling": config.pooling,
             "augment": config.augment, "seed": config.seed, "format": 1,
         }
-        if config.resize != "squash":  # absent for squash: caches written before resize policies stay valid
-            identity["resize"] = config.resize
+        if getattr(config, "resize", "squash") != "squash":  # absent for squash: caches written before resize policies stay valid
+            identity["resize"] = getattr(config, "resize")
         directory = cache_root() / "features" if fingerprint else None
         return cls(directory, identity)
 

@@ -241,6 +241,7 @@ class RecipeRun:
         self.unfreeze_epoch: int | None = None
         self.unfrozen_layers: list[str] = []
         self.kept_earlier: bool = False
+        self._activation_arrays: dict[tuple[str, int], tuple] = {}
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -301,6 +302,10 @@ class RecipeRun:
         """Where the unfrozen top starts, or ``None`` (with a warning) when phase 2 must run on live images."""
         from ..models.split import CannotSplit, split_base
 
+        if hasattr(self, "_cut_found"):
+            return self._cut_found
+        self._cut_found = None
+
         layer = self.parts.base.layers[self.policy.start_index(self.parts.base)].name
         try:
             cut = split_base(self.parts.base, layer)
@@ -309,7 +314,29 @@ class RecipeRun:
             return None
         self.notes.append(f"phase 2 trained on cached activations at {layer} ({' + '.join('x'.join(map(str, s)) for s in cut.shapes)} "
                           f"per image, {1 + self.config.cache_variants} cop{'y' if not self.config.cache_variants else 'ies'})")
+        self._cut_found = cut
         return cut
+
+    def _activations(self, cut, split: str, variant: int) -> tuple:
+        """The cached activations of one split and copy (computed once per run, shared by both phases)."""
+        key = (split, variant)
+        if key not in self._activation_arrays:
+            loader = dict(self.loader, class_weights=self.class_weights) if split == "train" else self.loader
+            cache = FeatureCache.for_run(self.config, self.parts)
+            self._activation_arrays[key] = cache.get_or_compute(
+                self.folder.splits[split], loader, self.parts, variant=variant, split=split, cut=cut,
+                dtype=self.config.cache_dtype, verbose=self.context.verbose)
+        return self._activation_arrays[key]
+
+    def _features_from_activations(self, cut, arrays: tuple) -> tuple:
+        """Phase 1's pooled features computed from cached activations: only the top runs, in inference mode."""
+        import tensorflow as tf
+
+        n_inputs = len(cut.shapes)
+        top = tf.function(lambda *a: self.parts.pool(cut.top(a[0] if n_inputs == 1 else list(a), training=False)))
+        out = [top(*[tf.constant(np.asarray(a[i:i + 128], np.float32)) for a in arrays[:n_inputs]]).numpy()
+               for i in range(0, len(arrays[0]), 128)]
+        return (np.concatenate(out), *arrays[n_inputs:])
 
     def _top_model(self, cut) -> keras.Model:
         """The cut's inputs -> the unfrozen top (inference mode, like the base) -> pooling -> the head."""
@@ -323,15 +350,10 @@ class RecipeRun:
 
         config, parts = self.config, self.parts
         start = time.perf_counter()
-        cache = FeatureCache.for_run(config, parts)
-        get = dict(cut=cut, dtype=config.cache_dtype, verbose=self.context.verbose)
-        loader = dict(self.loader, class_weights=self.class_weights)
-        copies = [cache.get_or_compute(self.folder.splits["train"], loader, parts, variant=v, **get)
-                  for v in range(1 + config.cache_variants)]
+        copies = [self._activations(cut, "train", v) for v in range(1 + config.cache_variants)]
         val = None
         if self.val_ds is not None:
-            val = _as_batches(cache.get_or_compute(self.folder.splits["val"], self.loader, parts, split="val", **get),
-                              len(cut.shapes)).batch(config.batch_size)
+            val = _as_batches(self._activations(cut, "val", 0), len(cut.shapes)).batch(config.batch_size)
         self.timings["activations"] = self.timings.get("activations", 0.0) + time.perf_counter() - start
         n = len(copies[0][0])
         # Each copy becomes tensors once; an epoch is a seeded shuffle of indices, gathered batch by batch
@@ -370,15 +392,21 @@ class RecipeRun:
         start = time.perf_counter()
         cache = FeatureCache.for_run(config, parts)
         loader = dict(self.loader, class_weights=self.class_weights)
-        arrays = [cache.get_or_compute(self.folder.splits["train"], loader, parts, variant=v, verbose=self.context.verbose)
-                  for v in range(1 + config.cache_variants)]
+        cut = self._cut() if self._phase2_on_activations() else None
+        if cut is not None:  # the bottom runs once for both phases; phase 1's features come from the top
+            arrays = [self._features_from_activations(cut, self._activations(cut, "train", v))
+                      for v in range(1 + config.cache_variants)]
+        else:
+            arrays = [cache.get_or_compute(self.folder.splits["train"], loader, parts, variant=v,
+                                           verbose=self.context.verbose) for v in range(1 + config.cache_variants)]
         x = np.concatenate([a[0] for a in arrays])
         y = np.concatenate([a[1] for a in arrays])
         w = np.concatenate([a[2] for a in arrays]) if self.class_weights is not None else None
         val = None
         if self.val_ds is not None:
-            val_arrays = cache.get_or_compute(self.folder.splits["val"], self.loader, parts, variant=0,
-                                              split="val", verbose=self.context.verbose)
+            val_arrays = (self._features_from_activations(cut, self._activations(cut, "val", 0)) if cut is not None
+                          else cache.get_or_compute(self.folder.splits["val"], self.loader, parts, variant=0,
+                                                    split="val", verbose=self.context.verbose))
             val = tf.data.Dataset.from_tensor_slices(tuple(val_arrays)).batch(config.batch_size)
         self.timings["features"] = time.perf_counter() - start
         base = tf.data.Dataset.from_tensor_slices((x, y) if w is None else (x, y, w))
@@ -387,6 +415,11 @@ class RecipeRun:
         else:
             train = epoch_batches(base, first, last, batch_size=config.batch_size, seed=config.seed, buffer=len(x))
         return PhaseData(train.prefetch(tf.data.AUTOTUNE), val, math.ceil(len(x) / config.batch_size))
+
+    def _phase2_on_activations(self) -> bool:
+        config = self.config
+        return bool(config.tune_epochs) and config.resolved_tune_inputs == "activations" and \
+            self.context.loop == "fit" and "tune" not in self.completed
 
     def _groups(self) -> list[list]:
         from .optim import layer_groups

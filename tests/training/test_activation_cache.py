@@ -105,3 +105,20 @@ def test_every_registered_small_backbone_splits_at_its_default_unfreeze_point():
         split = split_base(parts.base, layer)
         x = np.random.rand(1, *parts.base.input.shape[1:]).astype("float32")
         np.testing.assert_allclose(split.top(split.bottom(x)), parts.base(x), atol=1e-4, err_msg=spec.name)
+
+
+def test_phase1_features_come_from_the_cached_activations(image_folder, monkeypatch):
+    """With phase 2 on activations the bottom runs once for both phases, and phase 1 learns the same."""
+    from finetune.training import features
+
+    calls = []
+    original = features.extract_features
+    monkeypatch.setattr(features, "extract_features",
+                        lambda *a, **k: calls.append(k.get("split")) or original(*a, **k))
+    shared = fine_tune(str(image_folder), **PHASE2, tune_inputs="activations", verbose=0)
+    assert calls and all(split is not None for split in calls)  # only activations were extracted
+    calls.clear()
+    alone = fine_tune(str(image_folder), **{**PHASE2, "tune_epochs": 0}, verbose=0)
+    assert None in calls  # phase 1 alone extracts pooled features as before
+    head = [r["loss"] for r in shared.history if r["phase"] == "head"]
+    assert head == pytest.approx([r["loss"] for r in alone.history], abs=1e-5)
