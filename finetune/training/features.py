@@ -47,17 +47,25 @@ def weights_fingerprint(weights: str | None) -> str | None:
 
 
 def extract_features(parts, dataset, *, augmented: bool = False, verbose: int = 0, split=None,
-                     dtype: str = "float32") -> tuple[np.ndarray, ...]:
+                     dtype: str = "float32", seed: int | None = None, variant: int = 0) -> tuple[np.ndarray, ...]:
     """Run the frozen base once over ``dataset``; return ``(features..., labels[, weights])``.
 
     Without ``split`` the features are the pooled output of the base (one
     array); with a :class:`~finetune.models.split.Split` they are the tensors
     crossing its cut (one array each). With ``augmented=True`` the augmentation
-    layers act (training mode) while the base still runs in inference mode.
+    layers act (training mode) while the base still runs in inference mode; with
+    a ``seed`` they draw from ``(seed, variant)`` alone, so a copy is the same
+    whenever and in whichever process it is computed (resume stays exact).
     """
     import tensorflow as tf
 
+    from .callbacks import seed_generators
+
     aug, prep, base, pool = parts.augment, parts.preprocess, parts.base, parts.pool
+    if augmented and aug is not None and seed is not None:
+        for i, generator in enumerate(seed_generators(aug)):
+            value = np.asarray([seed * 1_000_003 + variant * 7919 + 104_729 + i, 0])
+            generator.state.assign(value.astype(keras.ops.convert_to_numpy(generator.state.value).dtype))
 
     @tf.function(reduce_retracing=True)
     def features(images):
@@ -137,7 +145,8 @@ class FeatureCache:
             self.hits += 1
             return cached
         dataset = make_dataset(items, cache=None, **loader)
-        arrays = extract_features(parts, dataset, augmented=variant > 0, verbose=verbose, split=cut, dtype=dtype)
+        arrays = extract_features(parts, dataset, augmented=variant > 0, verbose=verbose, split=cut, dtype=dtype,
+                                  seed=self.identity["seed"], variant=variant)
         self._store(key, arrays)
         return arrays
 
