@@ -55,13 +55,13 @@ class TrainConfig:
     lr: float = 1e-3
     head_epochs: int = 100
     tune_lr: float | None = None
-    tune_epochs: int = 5
+    tune_epochs: int = 10
     unfreeze_from: str | None = None
     unfreeze_blocks: int | None = None
     unfreeze_fraction: float | None = None
     patience: int = 10
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
     discriminative: bool = False
     clipnorm: float | None = None
     loop: str = "fit"
@@ -72,7 +72,7 @@ class TrainConfig:
     mlflow: str | None = None
     class_weight: str | None = None
     cache_features: bool = True
-    cache_variants: int = 0
+    cache_variants: int | None = None
     tune_inputs: str = "auto"
     cache_dtype: str = "float32"
     output: str = "runs"
@@ -83,7 +83,7 @@ class TrainConfig:
         """``auto``: cached activations when they lose nothing (no augmentation, or augmented copies cached)."""
         if self.tune_inputs != "auto":
             return self.tune_inputs
-        return "activations" if self.augment == "none" or self.cache_variants > 0 else "images"
+        return "activations" if self.augment == "none" or (self.cache_variants or 0) > 0 else "images"
 
     @property
     def resolved_tune_lr(self) -> float:
@@ -105,7 +105,8 @@ class TrainConfig:
         if self.tune_lr is not None:
             _check_range("tune_lr", self.tune_lr, 1e-12, 10, inclusive_low=False)
         for key in ("head_epochs", "tune_epochs", "patience", "cache_variants"):
-            _check_range(key, getattr(self, key), 0, None)
+            if getattr(self, key) is not None:
+                _check_range(key, getattr(self, key), 0, None)
         _check_range("seed", self.seed, 0, 2**32 - 1)  # what NumPy and TensorFlow accept
         for key in ("l1", "l2"):
             _check_range(key, getattr(self, key), 0, None)

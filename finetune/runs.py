@@ -12,18 +12,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import shutil
 import time
 import warnings
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import keras
 
-from .config import ConfigError, TrainConfig
+from .config import TrainConfig
 from .data import as_image_folder, make_dataset
 from .evaluation.diagnostics import plot_worst_mistakes, top_losses
 from .evaluation.metrics import classification_metrics

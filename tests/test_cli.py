@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from finetune.cli import main
 
 TINY_FLAGS = ["--backbone", "tiny_cnn", "--weights", "none", "--image-size", "32", "--batch-size", "8",
-              "--augment", "none", "--lr", "0.1", "-q"]
+              "--augment", "none", "--lr", "0.1", "--schedule", "constant", "--warmup-epochs", "0", "-q"]
 
 
 def run(*args):

@@ -13,7 +13,9 @@ from ..choices import (
 from .app import _defaults, _start_tensorflow, main
 
 
-NONE_DEFAULTS = {"image_size": "the backbone's, or the images' own size if smaller", "tune_lr": "lr/100",
+NONE_DEFAULTS = {"image_size": "the backbone's, or the images' own size if smaller",
+                 "tune_lr": "lr/100 for colour photos, lr/10 for grayscale images",
+                 "cache_variants": "2 with augmentation, 0 without",
                  "unfreeze_from": "the backbone's top block", "name": "DATA-BACKBONE-TIMESTAMP",
                  "from_model": "none: use --backbone"}
 

@@ -5,7 +5,7 @@ Data code builds no networks; :mod:`finetune.models` knows nothing of files.
 
 from .images import (
     DECODERS, IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, DataError, check_image, decode_many, load_image, load_images,
-    typical_size,
+    grayscale_fraction, typical_size,
 )
 from .pipeline import (
     CACHE_BUDGET_BYTES, balanced_class_weights, concat_epochs, epoch_batches, make_dataset, resolve_cache,
@@ -15,6 +15,6 @@ from .sources import as_image_folder, from_arrays, from_csv, from_dataset
 
 __all__ = [
     "CACHE_BUDGET_BYTES", "as_image_folder", "from_arrays", "from_csv", "from_dataset", "DECODERS", "IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS", "SPLIT_NAMES", "DataError",
-    "ImageFolder", "Skipped", "balanced_class_weights", "check_image", "concat_epochs", "decode_many", "epoch_batches", "load_image",
+    "ImageFolder", "Skipped", "balanced_class_weights", "check_image", "concat_epochs", "decode_many", "grayscale_fraction", "epoch_batches", "load_image",
     "load_images", "make_dataset", "resolve_cache", "scan_folder", "typical_size",
 ]

@@ -198,3 +198,30 @@ def decode_many(paths: Sequence[str], image_size: int, resize: str = "squash", *
     batch = np.stack([pixels for pixels, _ in decoded if pixels is not None]).astype(np.float32) if good else \
         np.zeros((0, image_size, image_size, 3), np.float32)
     return good, batch, [(p, reason) for p, (_, reason) in zip(paths, decoded) if reason is not None]
+
+
+def grayscale_fraction(paths: Sequence[str], sample: int = 64) -> float:
+    """The share of up to ``sample`` images that are grayscale (one channel, or three equal ones).
+
+    Example:
+        >>> grayscale_fraction([])
+        0.0
+    """
+    picked = list(paths)[:: max(1, len(paths) // sample)][:sample]
+    gray = 0
+    for path in picked:
+        try:
+            with Image.open(path, formats=DECODERS) as img:
+                img.draft("RGB", (64, 64))  # JPEGs decode at a reduced size: only the colour matters
+                if img.mode in ("L", "LA", "I", "I;16", "1") or _equal_channels(img):
+                    gray += 1
+        except Exception:  # noqa: BLE001 - an unreadable file was reported by the scan; it decides nothing here
+            continue
+    return gray / len(picked) if picked else 0.0
+
+
+def _equal_channels(img: Image.Image) -> bool:
+    if img.mode not in ("RGB", "RGBA", "P", "CMYK"):
+        return False
+    rgb = np.asarray(img.convert("RGB").resize((32, 32)), dtype=np.int16)
+    return bool(np.abs(rgb[..., 0] - rgb[..., 1]).max() <= 2 and np.abs(rgb[..., 1] - rgb[..., 2]).max() <= 2)

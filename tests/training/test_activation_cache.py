@@ -32,7 +32,10 @@ def test_cached_phase2_equals_live_phase2_without_augmentation(image_folder):
 
 def test_auto_uses_the_cache_only_when_it_drops_no_augmentation(image_folder):
     plain = fine_tune(str(image_folder), **{**PHASE2, "tune_epochs": 1}, verbose=0)
-    augmented = fine_tune(str(image_folder), **{**PHASE2, "tune_epochs": 1, "augment": "light"}, verbose=0)
+    augmented = fine_tune(str(image_folder), **{**PHASE2, "tune_epochs": 1, "augment": "light", "cache_variants": 0},
+                          verbose=0)
+    default = fine_tune(str(image_folder), **{**PHASE2, "tune_epochs": 1, "augment": "light"}, verbose=0)
+    assert default.config.cache_variants == 2 and default.config.resolved_tune_inputs == "activations"
     copies = fine_tune(str(image_folder), **{**PHASE2, "tune_epochs": 1, "augment": "light", "cache_variants": 1},
                        verbose=0)
     assert plain.config.resolved_tune_inputs == "activations" and "activations" in plain.timings

@@ -17,3 +17,27 @@ def test_small_images_train_at_their_native_size(tmp_path):
     assert any("images are 24px" in note for note in result.notes)
     pinned = fine_tune(str(tmp_path / "d"), **{**run, "image_size": 32})
     assert pinned.config.image_size == 32 and not any("px" in note for note in pinned.notes)
+
+
+def _folder(root, mode):
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(10):
+            value = 20 * i + (100 if label == "a" else 0)
+            colour = value if mode == "L" else (value, 255 - value, 40)
+            Image.new(mode, (32, 32), colour).save(root / label / f"{i}.png")
+    return root
+
+
+def test_phase2_rate_and_copies_follow_the_data(tmp_path):
+    run = {**TINY_RUN, "head_epochs": 1, "tune_epochs": 1, "verbose": 0}
+    gray = fine_tune(str(_folder(tmp_path / "gray", "L")), **run)
+    colour = fine_tune(str(_folder(tmp_path / "colour", "RGB")), **run)
+    assert gray.config.tune_lr == TINY_RUN["lr"] / 10 and colour.config.tune_lr == TINY_RUN["lr"] / 100
+    assert any("grayscale" in n for n in gray.notes) and any("colour photos" in n for n in colour.notes)
+    assert colour.config.cache_variants == 0  # no augmentation: copies would all be the same
+    light = fine_tune(str(_folder(tmp_path / "colour", "RGB")), **{**run, "augment": "light"})
+    assert light.config.cache_variants == 2 and any("augmented copies" in n for n in light.notes)
+    pinned = fine_tune(str(_folder(tmp_path / "colour", "RGB")), **{**run, "tune_lr": 0.003, "cache_variants": 1,
+                                                                       "augment": "light"})
+    assert pinned.config.tune_lr == 0.003 and pinned.config.cache_variants == 1

@@ -1,0 +1,165 @@
+"""Where a phase's inputs come from: cached features, cached activations at the unfreeze point, or live images.
+
+:class:`PhaseInputs` is the part of a run (:class:`~finetune.training.recipe.RecipeRun`)
+that prepares data; it reads the run's ``config``, ``parts``, ``folder``,
+``loader``, ``class_weights``, ``val_ds``, ``policy``, ``context``,
+``completed``, ``timings`` and ``notes``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+import keras
+import numpy as np
+
+from ..data import concat_epochs, epoch_batches, make_dataset
+from .features import FeatureCache
+from .phase import Phase, PhaseData
+
+
+class PhaseInputs:
+    """Builds each phase's training and validation batches, caching what a frozen layer computes."""
+
+    def _data_for(self, phase: Phase, first_epoch: int) -> tuple[PhaseData, keras.Model]:
+        last = first_epoch + phase.epochs
+        if phase.inputs == "features":
+            return self._feature_data(len(self.rows), last), self.parts.classifier
+        if phase.inputs == "activations":
+            cut = self._cut()
+            if cut is not None:
+                return self._activation_data(cut, len(self.rows), last), self._top_model(cut)
+        return self._image_data(len(self.rows), last), self.parts.model
+
+    def _cut(self):
+        """Where the unfrozen top starts, or ``None`` (with a warning) when phase 2 must run on live images."""
+        from ..models.split import CannotSplit, split_base
+
+        if hasattr(self, "_cut_found"):
+            return self._cut_found
+        self._cut_found = None
+
+        layer = self.parts.base.layers[self.policy.start_index(self.parts.base)].name
+        try:
+            cut = split_base(self.parts.base, layer)
+        except CannotSplit as err:
+            warnings.warn(f"phase 2 runs on live images: {err}", RuntimeWarning, stacklevel=3)
+            return None
+        self.notes.append(f"phase 2 trained on cached activations at {layer} ({' + '.join('x'.join(map(str, s)) for s in cut.shapes)} "
+                          f"per image, {1 + self.config.cache_variants} cop{'y' if not self.config.cache_variants else 'ies'})")
+        self._cut_found = cut
+        return cut
+
+    def _activations(self, cut, split: str, variant: int) -> tuple:
+        """The cached activations of one split and copy (computed once per run, shared by both phases)."""
+        key = (split, variant)
+        if key not in self._activation_arrays:
+            loader = dict(self.loader, class_weights=self.class_weights) if split == "train" else self.loader
+            cache = FeatureCache.for_run(self.config, self.parts)
+            self._activation_arrays[key] = cache.get_or_compute(
+                self.folder.splits[split], loader, self.parts, variant=variant, split=split, cut=cut,
+                dtype=self.config.cache_dtype, verbose=self.context.verbose)
+        return self._activation_arrays[key]
+
+    def _features_from_activations(self, cut, arrays: tuple) -> tuple:
+        """Phase 1's pooled features computed from cached activations: only the top runs, in inference mode."""
+        import tensorflow as tf
+
+        n_inputs = len(cut.shapes)
+        top = tf.function(lambda *a: self.parts.pool(cut.top(a[0] if n_inputs == 1 else list(a), training=False)))
+        out = [top(*[tf.constant(np.asarray(a[i:i + 128], np.float32)) for a in arrays[:n_inputs]]).numpy()
+               for i in range(0, len(arrays[0]), 128)]
+        return (np.concatenate(out), *arrays[n_inputs:])
+
+    def _top_model(self, cut) -> keras.Model:
+        """The cut's inputs -> the unfrozen top (inference mode, like the base) -> pooling -> the head."""
+        inputs = [keras.Input(shape, name=f"cut_{i}") for i, shape in enumerate(cut.shapes)]
+        top = cut.top(inputs if len(inputs) > 1 else inputs[0], training=False)
+        return keras.Model(inputs, self.parts.classifier(self.parts.pool(top)), name="finetune_top")
+
+    def _activation_data(self, cut, first: int, last: int) -> PhaseData:
+        """Cached activations; epoch ``e`` trains on copy ``e mod (1 + cache_variants)`` of every image."""
+        import tensorflow as tf
+
+        config = self.config
+        start = time.perf_counter()
+        copies = [self._activations(cut, "train", v) for v in range(1 + config.cache_variants)]
+        val = None
+        if self.val_ds is not None:
+            val = _as_batches(self._activations(cut, "val", 0), len(cut.shapes)).batch(config.batch_size)
+        self.timings["activations"] = self.timings.get("activations", 0.0) + time.perf_counter() - start
+        n = len(copies[0][0])
+        # Each copy becomes tensors once; an epoch is a seeded shuffle of indices, gathered batch by batch
+        # (the same order as shuffling the arrays themselves, without copying them every epoch).
+        tensors = [tuple(tf.constant(a) for a in copy) for copy in copies]
+        n_inputs = len(cut.shapes)
+
+        def gather(copy):
+            def batch(indices):
+                taken = [tf.gather(t, indices) for t in copy]
+                inputs = taken[0] if n_inputs == 1 else tuple(taken[:n_inputs])
+                return (inputs, *taken[n_inputs:])
+            return batch
+
+        def epoch(e: int):
+            order = tf.data.Dataset.range(n).shuffle(n, seed=config.seed + e, reshuffle_each_iteration=False)
+            return order.batch(config.batch_size).map(gather(tensors[e % len(tensors)]))
+
+        if self.context.loop == "trainer":
+            train = tf.data.Dataset.range(n).shuffle(n, seed=config.seed).batch(config.batch_size).map(gather(tensors[0]))
+        else:
+            train = concat_epochs(epoch, first, last)
+        return PhaseData(train.prefetch(tf.data.AUTOTUNE), val, math.ceil(n / config.batch_size))
+
+    def _image_data(self, first: int, last: int) -> PhaseData:
+        items, config = self.folder.splits["train"], self.config
+        epochs = None if self.context.loop == "trainer" else (first, last)  # the Trainer runs a dataset per epoch
+        train = make_dataset(items, shuffle=True, seed=config.seed, class_weights=self.class_weights,
+                             epochs=epochs, **self.loader)
+        return PhaseData(train, self.val_ds, math.ceil(len(items) / config.batch_size))
+
+    def _feature_data(self, first: int, last: int) -> PhaseData:
+        import tensorflow as tf
+
+        config, parts = self.config, self.parts
+        start = time.perf_counter()
+        cache = FeatureCache.for_run(config, parts)
+        loader = dict(self.loader, class_weights=self.class_weights)
+        cut = self._cut() if self._phase2_on_activations() else None
+        if cut is not None:  # the bottom runs once for both phases; phase 1's features come from the top
+            arrays = [self._features_from_activations(cut, self._activations(cut, "train", v))
+                      for v in range(1 + config.cache_variants)]
+        else:
+            arrays = [cache.get_or_compute(self.folder.splits["train"], loader, parts, variant=v,
+                                           verbose=self.context.verbose) for v in range(1 + config.cache_variants)]
+        x = np.concatenate([a[0] for a in arrays])
+        y = np.concatenate([a[1] for a in arrays])
+        w = np.concatenate([a[2] for a in arrays]) if self.class_weights is not None else None
+        val = None
+        if self.val_ds is not None:
+            val_arrays = (self._features_from_activations(cut, self._activations(cut, "val", 0)) if cut is not None
+                          else cache.get_or_compute(self.folder.splits["val"], self.loader, parts, variant=0,
+                                                    split="val", verbose=self.context.verbose))
+            val = tf.data.Dataset.from_tensor_slices(tuple(val_arrays)).batch(config.batch_size)
+        self.timings["features"] = time.perf_counter() - start
+        base = tf.data.Dataset.from_tensor_slices((x, y) if w is None else (x, y, w))
+        if self.context.loop == "trainer":
+            train = base.shuffle(len(x), seed=config.seed).batch(config.batch_size)
+        else:
+            train = epoch_batches(base, first, last, batch_size=config.batch_size, seed=config.seed, buffer=len(x))
+        return PhaseData(train.prefetch(tf.data.AUTOTUNE), val, math.ceil(len(x) / config.batch_size))
+
+    def _phase2_on_activations(self) -> bool:
+        config = self.config
+        return bool(config.tune_epochs) and config.resolved_tune_inputs == "activations" and \
+            self.context.loop == "fit" and "tune" not in self.completed
+
+
+def _as_batches(arrays: tuple, n_inputs: int):
+    """A dataset of ``(inputs, labels[, weights])`` from cached arrays whose first ``n_inputs`` are model inputs."""
+    import tensorflow as tf
+
+    inputs = arrays[0] if n_inputs == 1 else tuple(arrays[:n_inputs])
+    return tf.data.Dataset.from_tensor_slices((inputs, *arrays[n_inputs:]))
