@@ -58,7 +58,7 @@ def test_markdown_report_lists_settings_metrics_plots_and_skipped_files(metrics)
 def test_markdown_report_without_test_metrics_or_skipped_files():
     text = markdown_report(title="t", summary={}, metrics=None, skipped=[], images=["curves.png", "worst.png"])
     assert "## Test metrics" not in text
-    assert "### Worst mistakes (test images with the highest loss)" in text and "![worst](worst.png)" in text
+    assert "### Worst mistakes (test images with the highest loss; Grad-CAM of the predicted class overlaid)" in text and "![worst](worst.png)" in text
     assert "## Skipped files (0)" in text and "None: every image file was readable." in text
     assert "confusion" not in text
 
