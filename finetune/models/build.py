@@ -88,21 +88,35 @@ def input_size_for(spec: Backbone, native: int | None) -> tuple[int, str]:
 
     Images smaller than the backbone's default size are used at their own size
     (upscaling adds no detail and costs (default/native)^2 more compute), never
-    below the backbone's minimum; larger ones are resized to the default, the
-    size its weights were trained at.
+    below the backbone's minimum; images under half the default (see
+    :func:`is_small`) at twice their size, rounded up to a multiple of 32, so
+    the last feature map keeps some spatial detail (2x2 rather than 1x1 for
+    28px digits). Larger images are resized to the default, the size the
+    weights were trained at.
 
     Example:
         >>> from finetune.models import get_backbone
-        >>> input_size_for(get_backbone("efficientnet_lite0"), 28)[0], input_size_for(get_backbone("efficientnet_lite0"), 300)[0]
-        (32, 224)
+        >>> lite0 = get_backbone("efficientnet_lite0")
+        >>> input_size_for(lite0, 28)[0], input_size_for(lite0, 150)[0], input_size_for(lite0, 300)[0]
+        (64, 150, 224)
     """
     default = spec.input_size
     if native is None or native >= default:
         return default, f"input {default}px: {spec.name}'s default" + (f" (images are {native}px)" if native else "")
+    if is_small(spec, native):
+        size = max(spec.min_input_size, min(default, -(-2 * native // 32) * 32))
+        return size, (f"input {size}px: the images are {native}px (median shorter side), under half of "
+                      f"{spec.name}'s {default}px; twice their size keeps a {size // 32}x{size // 32} last feature map")
     size = max(native, spec.min_input_size)
     return size, (f"input {size}px: the images are {native}px (median shorter side), smaller than {spec.name}'s "
                   f"{default}px default; upscaling adds no detail" + (f" (raised to its {size}px minimum)"
                                                                         if size > native else ""))
+
+
+def is_small(spec: Backbone, native: int | None) -> bool:
+    """Whether images of ``native`` px are under half the backbone's input size (its features were learned
+    at another scale)."""
+    return native is not None and native < spec.input_size / 2
 
 
 def loss_for(num_classes: int) -> str:

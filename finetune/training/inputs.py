@@ -41,7 +41,11 @@ class PhaseInputs:
             return self._cut_found
         self._cut_found = None
 
-        layer = self.parts.base.layers[self.policy.start_index(self.parts.base)].name
+        start = self.policy.start_index(self.parts.base)
+        if start == 0:  # the whole network trains: nothing frozen to cache
+            self.notes.append("phase 2 trained on live images: the whole network is unfrozen")
+            return None
+        layer = self.parts.base.layers[start].name
         try:
             cut = split_base(self.parts.base, layer)
         except CannotSplit as err:

@@ -26,7 +26,8 @@ import numpy as np
 from ..config import ConfigError, TrainConfig
 from ..data import as_image_folder, balanced_class_weights, grayscale_fraction, make_dataset, typical_size
 from ..models import (
-    Backbone, UnfreezePolicy, backbone_from_model, build_model, freeze, get_backbone, input_size_for, loss_for,
+    Backbone, UnfreezePolicy, backbone_from_model, build_model, freeze, get_backbone, input_size_for, is_small,
+    loss_for,
 )
 from .checkpoint import RunCheckpoint
 from .inputs import PhaseInputs
@@ -119,10 +120,12 @@ class RecipeRun(PhaseInputs):
         backbone = backbone_from_model(config.from_model, config.drop_top) if config.from_model else config.backbone
         self.notes: list[str] = []  # what the run chose on its own, for the report
         train_paths = [p for p, _ in self.folder.splits["train"]]
+        native = typical_size(train_paths)
         if config.image_size is None and not config.from_model:
-            config.image_size, why = input_size_for(get_backbone(backbone), typical_size(train_paths))
+            config.image_size, why = input_size_for(get_backbone(backbone), native)
             self.notes.append(why)
-        self._resolve_recipe(config, train_paths)
+        small = not config.from_model and is_small(get_backbone(backbone), native)
+        self._resolve_recipe(config, train_paths, small)
         with strategy.scope():
             self.parts = build_model(backbone, self.folder.num_classes, weights=config.weights,
                                      image_size=config.image_size, head=config.head_config(),
@@ -158,8 +161,14 @@ class RecipeRun(PhaseInputs):
         self.kept_earlier: bool = False
         self._activation_arrays: dict[tuple[str, int], tuple] = {}
 
-    def _resolve_recipe(self, config: TrainConfig, train_paths: list[str]) -> None:
+    def _resolve_recipe(self, config: TrainConfig, train_paths: list[str], small: bool) -> None:
         """Choose what the config leaves open, from the data; write each choice back as a plain value."""
+        unfreeze_given = any(v is not None for v in (config.unfreeze_from, config.unfreeze_blocks,
+                                                     config.unfreeze_fraction))
+        if small and not unfreeze_given and config.tune_lr is None:
+            config.unfreeze_fraction, config.tune_lr = 1.0, config.lr
+            self.notes.append(f"images far smaller than the backbone's input: the whole network is fine-tuned at lr "
+                              f"{config.tune_lr:g} (its features were learned at another scale; at this size it is cheap)")
         if config.cache_variants is None:
             config.cache_variants = 0 if config.augment == "none" else DEFAULT_COPIES
             if config.cache_variants:

@@ -41,3 +41,21 @@ def test_phase2_rate_and_copies_follow_the_data(tmp_path):
     pinned = fine_tune(str(_folder(tmp_path / "colour", "RGB")), **{**run, "tune_lr": 0.003, "cache_variants": 1,
                                                                        "augment": "light"})
     assert pinned.config.tune_lr == 0.003 and pinned.config.cache_variants == 1
+
+
+def test_images_far_smaller_than_the_input_train_the_whole_network_at_twice_their_size(tmp_path):
+    from finetune.models import get_backbone, input_size_for, is_small
+
+    lite0 = get_backbone("efficientnet_lite0")
+    assert is_small(lite0, 28) and not is_small(lite0, 150)
+    assert input_size_for(lite0, 28)[0] == 64
+    folder = _folder(tmp_path / "tiny", "RGB")  # 32px images; tiny_cnn's input is 32px: not small
+    result = fine_tune(str(folder), **{**TINY_RUN, "head_epochs": 1, "tune_epochs": 0, "verbose": 0})
+    assert result.config.unfreeze_fraction is None
+    for label in ("a", "b"):
+        for i in range(10):
+            Image.new("RGB", (12, 12), (20 * i, 100 if label == "a" else 200, 0)).save(folder / label / f"{i}.png")
+    run = {**TINY_RUN, "image_size": None, "head_epochs": 1, "tune_epochs": 1, "verbose": 0}
+    small = fine_tune(str(folder), **run)
+    assert small.config.unfreeze_fraction == 1.0 and small.config.tune_lr == TINY_RUN["lr"]
+    assert small.config.image_size == 32 and any("whole network" in n for n in small.notes)  # 2x12 -> 32
