@@ -24,6 +24,7 @@ from keras.optimizers.schedules import LearningRateSchedule
 
 from .._compat import variable_key
 from ..choices import OPTIMIZERS, SCHEDULES
+from ..models.graph import walk_layers
 from .schedules import _unknown_name, make_schedule
 
 __all__ = [
@@ -266,10 +267,9 @@ def discriminative_optimizer(
 
 
 def _leaf_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
-    children = getattr(layer, "layers", None)
-    if children is None:
-        return [layer] if layer.trainable_weights else []
-    return [leaf for child in children for leaf in _leaf_layers(child)]
+    """The layers holding trainable weights under ``layer`` (itself if it is one), in order."""
+    return [leaf for leaf in (layer, *walk_layers(layer))
+            if getattr(leaf, "layers", None) is None and leaf.trainable_weights]
 
 
 def _split(items: list, n: int) -> list[list]:
