@@ -157,6 +157,11 @@ def load_images(paths: Sequence[str], image_size: int, resize: str = "squash", *
     return np.stack([load_image(p, image_size, resize, **fit) for p in paths]).astype(np.float32)
 
 
+def _spread(paths: Sequence[str], sample: int) -> list[str]:
+    """Up to ``sample`` of ``paths``, evenly spread (a class-sorted list gives every class its share)."""
+    return list(paths)[:: max(1, len(paths) // sample)][:sample]
+
+
 def typical_size(paths: Sequence[str], sample: int = 64) -> int | None:
     """Median shorter side, in pixels, of up to ``sample`` images (headers only, nothing decoded).
 
@@ -165,7 +170,7 @@ def typical_size(paths: Sequence[str], sample: int = 64) -> int | None:
         True
     """
     sides = []
-    for path in list(paths)[:: max(1, len(paths) // sample)][:sample]:
+    for path in _spread(paths, sample):
         try:
             with Image.open(path, formats=DECODERS) as img:
                 sides.append(min(img.size))
@@ -207,7 +212,7 @@ def grayscale_fraction(paths: Sequence[str], sample: int = 64) -> float:
         >>> grayscale_fraction([])
         0.0
     """
-    picked = list(paths)[:: max(1, len(paths) // sample)][:sample]
+    picked = _spread(paths, sample)
     gray = 0
     for path in picked:
         try:

@@ -40,6 +40,10 @@ class Split:
     top: keras.Model
     layer: str
 
+    def activations(self, x, training: bool = False) -> list:
+        """The tensors crossing the cut for inputs ``x``, always as a list."""
+        return _as_list(self.bottom(x, training=training))
+
     @property
     def shapes(self) -> list[tuple[int, ...]]:
         """The per-example shape of each tensor crossing the cut."""

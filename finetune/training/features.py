@@ -72,7 +72,7 @@ def extract_features(parts, dataset, *, augmented: bool = False, verbose: int = 
         x = aug(images, training=True) if (augmented and aug is not None) else images
         x = prep(x) if prep is not None else x
         if split is not None:
-            return [tf.cast(t, dtype) for t in _as_list(split.bottom(x, training=False))]
+            return [tf.cast(t, dtype) for t in split.activations(x)]
         return [pool(base(x, training=False))]
 
     chunks: list[list[np.ndarray]] = []
@@ -90,10 +90,6 @@ def extract_features(parts, dataset, *, augmented: bool = False, verbose: int = 
         print(f"{what}{' (augmented copy)' if augmented else ''}: {sum(len(c[-1]) for c in chunks)} images in "
               f"{time.perf_counter() - start:.1f} s", flush=True)
     return tuple(np.concatenate([c[j] for c in chunks]) for j in range(len(chunks[0])))
-
-
-def _as_list(value) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 class FeatureCache:
