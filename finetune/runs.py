@@ -2,7 +2,8 @@
 
 ``runs/<name>/`` holds ``model.keras``, ``config.yaml``, ``labels.txt``,
 ``history.csv``, ``curves.png``, ``confusion.png``, ``metrics.json``,
-``skipped.csv`` and ``report.md``. Files are written to a temporary name and
+``skipped.csv``, ``report.md`` and ``report.html`` (and ``thresholds.json`` for a multi-label
+run). Files are written to a temporary name and
 renamed, so a crash never leaves a half-written model; an existing run
 folder is never overwritten.
 """
@@ -25,10 +26,10 @@ import keras
 from .config import TrainConfig
 from .data import as_image_folder, make_dataset
 from .evaluation.diagnostics import plot_worst_mistakes, top_losses
-from .evaluation.metrics import classification_metrics
+from .evaluation.metrics import choose_thresholds, classification_metrics, multilabel_metrics
 from .evaluation.predict import probabilities
 from .evaluation.report import html_report, markdown_report, plot_confusion, plot_curves
-from .models import check_image_size, get_backbone
+from .models import check_image_size, get_backbone, is_multi_label
 from .tracking import log_final_metrics, tracking_callbacks
 from .training import FineTuneResult, fine_tune
 from .util import atomic_text, atomic_write, yaml_text
@@ -58,11 +59,31 @@ def new_run_dir(output: str | Path, name: str | None, *, overwrite: bool = False
 
 
 def evaluate_split(model: keras.Model, items, class_names, image_size: int, batch_size: int = 32,
-                   resize: str = "squash") -> dict[str, Any]:
-    """Classification metrics of ``model`` on ``[(path, label), ...]``, images fitted by ``resize``."""
+                   resize: str = "squash", thresholds=None) -> dict[str, Any]:
+    """Classification metrics of ``model`` on ``[(path, label), ...]``, images fitted by ``resize``.
+
+    A multi-label model gets :func:`~finetune.evaluation.metrics.multilabel_metrics`
+    at ``thresholds`` (one per label; 0.5 each by default).
+    """
     ds = make_dataset(items, image_size, batch_size=batch_size, binary=len(class_names) == 2, cache=None, resize=resize)
     probs, labels = probabilities(model, ds)
+    if is_multi_label(model):
+        return multilabel_metrics(labels, probs, class_names, thresholds)
     return classification_metrics(labels, probs, class_names)
+
+
+def val_thresholds(model: keras.Model, items, class_names, image_size: int, batch_size: int = 32,
+                   resize: str = "squash") -> list[float]:
+    """Per-label thresholds of a multi-label model that maximise F1 on ``items`` (the validation split)."""
+    ds = make_dataset(items, image_size, batch_size=batch_size, cache=None, resize=resize)
+    probs, labels = probabilities(model, ds)
+    return choose_thresholds(labels, probs)
+
+
+def load_thresholds(run_dir: str | Path) -> list[float] | None:
+    """The per-label thresholds a multi-label run chose on its validation split (``None`` for other runs)."""
+    path = Path(run_dir) / "thresholds.json"
+    return json.loads(path.read_text(encoding="utf-8"))["thresholds"] if path.exists() else None
 
 
 def _without_training_state(model: keras.Model) -> keras.Model:
@@ -86,7 +107,7 @@ def save_run(result: FineTuneResult, run_dir: str | Path, metrics: dict[str, Any
     atomic_text(run_dir / "skipped.csv", _csv([{"path": s.path, "reason": s.reason} for s in result.folder.skipped], ["path", "reason"]))
     plot_curves(result.history, run_dir / "curves.png", result.unfreeze_epoch)
     images = ["curves.png"]
-    if metrics and metrics.get("n"):
+    if metrics and metrics.get("n") and "confusion_matrix" in metrics:
         plot_confusion(metrics["confusion_matrix"], result.class_names, run_dir / "confusion.png")
         images.append("confusion.png")
     if (run_dir / "worst.png").exists():
@@ -160,10 +181,21 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
         raise
     result.timings["scan"] = scan_seconds
     test_items = result.folder.splits.get("test") or result.folder.splits.get("val") or []
+    thresholds = None
+    if result.folder.multi_label:
+        val_items = result.folder.splits.get("val") or []
+        thresholds = (val_thresholds(result.model, val_items, result.class_names, result.parts.image_size,
+                                     config.batch_size, config.resize) if val_items else [0.5] * len(result.class_names))
+        why = "maximise each label's F1 on the validation split" if val_items else "no validation split: 0.5 each"
+        atomic_text(run_dir / "thresholds.json", json.dumps(
+            {"thresholds": thresholds, "labels": result.class_names, "chosen": why}, indent=2))
+        result.notes.append(f"label thresholds {', '.join(f'{n} {t:g}' for n, t in zip(result.class_names, thresholds))}"
+                            f" ({why})")
     metrics = evaluate_split(result.model, test_items, result.class_names, result.parts.image_size, config.batch_size,
-                             config.resize) if test_items else None
+                             config.resize, thresholds) if test_items else None
     if metrics is not None:
         metrics["split"] = "test" if result.folder.splits.get("test") else "val"
+    if metrics is not None and not result.folder.multi_label:
         worst = top_losses(result.model, test_items, result.class_names, result.parts.image_size, k=16,
                            resize=config.resize)
         images, heatmaps = _heatmaps(result, worst)

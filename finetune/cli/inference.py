@@ -14,30 +14,37 @@ from .app import _check_classes, _load, _start_tensorflow, main
 
 @main.command()
 @click.argument("run_dir", type=click.Path())
-@click.option("--data", "data_dir", type=click.Path(), help="Evaluate on this class-folder tree instead of the run's test split.")
+@click.option("--data", "data_dir", type=click.Path(), help="Evaluate on this class-folder tree or labels CSV instead of the run's test split.")
 @click.option("--tta", is_flag=True, help="Also report accuracy with test-time augmentation (flips and crops averaged).")
 @click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs code stored in the model).")
 def evaluate(run_dir, data_dir, tta, unsafe):
     """Accuracy, per-class precision/recall/F1 and confusion matrix of a trained run."""
     _start_tensorflow()
-    from ..data import as_image_folder, scan_folder
-    from ..runs import evaluate_split
+    from ..data import as_image_folder
+    from ..runs import evaluate_split, load_thresholds
 
     model, config, class_names = _load(run_dir, unsafe)
     if data_dir:
-        folder = scan_folder(data_dir, val_split=0, test_split=0)
+        folder = as_image_folder(data_dir, val_split=0, test_split=0)
         _check_classes(folder.class_names, class_names, data_dir)
         items = [item for split in folder.splits.values() for item in split]
     else:
         folder = as_image_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
         items = folder.splits.get("test") or folder.splits.get("val")
-    metrics = evaluate_split(model, items, class_names, config.image_size, config.batch_size, config.resize)
-    click.echo(f"accuracy: {metrics['accuracy']:.2%} on {metrics['n']} images "
-               f"(balanced {metrics['balanced_accuracy']:.2%}, macro F1 {metrics['macro_f1']:.3f})")
+    metrics = evaluate_split(model, items, class_names, config.image_size, config.batch_size, config.resize,
+                             load_thresholds(run_dir))
+    if metrics.get("multi_label"):
+        click.echo(f"exact match: {metrics['accuracy']:.2%} on {metrics['n']} images (label accuracy "
+                   f"{metrics['label_accuracy']:.2%}, micro F1 {metrics['micro_f1']:.3f}, macro F1 {metrics['macro_f1']:.3f})")
+    else:
+        click.echo(f"accuracy: {metrics['accuracy']:.2%} on {metrics['n']} images "
+                   f"(balanced {metrics['balanced_accuracy']:.2%}, macro F1 {metrics['macro_f1']:.3f})")
     from ..evaluation.report import metrics_table
 
     click.echo(metrics_table(metrics))
-    if tta:
+    if tta and metrics.get("multi_label"):
+        click.secho("--tta: not available for multi-label runs yet; skipped", fg="yellow", err=True)
+    elif tta:
         from ..evaluation.diagnostics import evaluate_tta
 
         result = evaluate_tta(model, items, class_names, config.image_size, batch_size=config.batch_size,
@@ -74,6 +81,13 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
         run_dir, paths = args[0], args[1:]
         model, config, class_names = _load(run_dir, unsafe)
         image_size, fit = config.image_size, dict(resize=config.resize)
+    thresholds = None
+    if not imagenet:
+        from ..models import is_multi_label
+        from ..runs import load_thresholds
+
+        if is_multi_label(model):
+            thresholds = load_thresholds(run_dir) or [0.5] * len(class_names)
     files = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -87,6 +101,8 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
     header = ["path"] + [h for i in range(1, k + 1) for h in (f"class_{i}", f"prob_{i}")]
     if mc_samples:
         header += [f"std_{i}" for i in range(1, k + 1)] + ["entropy"]
+    if thresholds is not None:  # multi-label: every label that reaches its threshold, then each label's probability
+        header = ["path", "labels"] + [f"prob_{name}" for name in class_names]
     for start in range(0, len(files), 64):  # each file decoded once, in parallel, with the training's bad-input rules
         chunk, images, bad = decode_many(files[start:start + 64], image_size, **fit)
         for f, reason in bad:
@@ -96,6 +112,10 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
         predicted += len(chunk)
         probs, std, entropy = predict_images(model, images, mc_samples=mc_samples, tta=tta)
         for j, (f, p) in enumerate(zip(chunk, probs)):
+            if thresholds is not None:
+                rows.append([f, ";".join(n for n, q, t in zip(class_names, p, thresholds) if q >= t)]
+                            + [f"{q:.4f}" for q in p])
+                continue
             order = np.argsort(-p)[:k]
             row = [f] + [v for i in order for v in (class_names[i], f"{p[i]:.4f}")]
             if mc_samples:
@@ -107,6 +127,10 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
             writer.writerow(header)
             writer.writerows(rows)
         click.echo(f"wrote {len(rows)} predictions to {csv_path}")
+    elif thresholds is not None:
+        for row in rows:
+            probs_text = ", ".join(f"{n} {float(q):.1%}" for n, q in zip(class_names, row[2:]))
+            click.echo(f"{row[0]}: labels {row[1].replace(';', ', ') or '(none)'} ({probs_text})")
     else:
         for row in rows:
             shown = []

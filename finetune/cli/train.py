@@ -96,7 +96,8 @@ def _apply(options):
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue an interrupted run from its last completed epoch.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def train(data_dir, config_path, overwrite, resume_dir, quiet, **options):
-    """Fine-tune on DATA_DIR (one subfolder per class, or train/ val/ [test/])."""
+    """Fine-tune on DATA_DIR (one subfolder per class, or train/ val/ [test/]) or on a CSV of path,label[,split]
+    (several labels in a cell, separated by ; or spaces, make a multi-label task)."""
     _start_tensorflow()
     from ..config import ConfigError, TrainConfig
     from ..runs import train as run_training
@@ -124,6 +125,9 @@ def train(data_dir, config_path, overwrite, resume_dir, quiet, **options):
         click.secho(f"skipped {len(result.folder.skipped)} unreadable file(s); see {run_dir / 'report.md'}", fg="yellow")
     click.echo(result.phase_table())
     click.echo(result.kept_reason())
-    if metrics:
+    if metrics and metrics.get("multi_label"):
+        click.echo(f"{metrics['split']} exact match: {metrics['accuracy']:.2%} on {metrics['n']} images "
+                   f"(micro F1 {metrics['micro_f1']:.3f}, macro F1 {metrics['macro_f1']:.3f})")
+    elif metrics:
         click.echo(f"{metrics['split']} accuracy: {metrics['accuracy']:.2%} on {metrics['n']} images")
     click.echo(f"run folder: {run_dir}\nreport: {run_dir / 'report.md'}")

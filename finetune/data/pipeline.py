@@ -37,7 +37,8 @@ def make_dataset(
 
     Images are RGB float32 in [0, 255] at ``image_size``, fitted by the
     ``resize`` policy (see :func:`finetune.data.images.fit_to`); decoding runs in
-    parallel. Labels are float 0/1 for ``binary``, else integers. Class
+    parallel. Labels are float 0/1 for ``binary``, float 0/1 rows for multi-label
+    items (whose labels are tuples of flags), else integers. Class
     weights become per-sample weights, which ``model.fit`` honours with tf.data.
     A file that fails to decode mid-run (deleted, corrupted) is dropped, never raised.
 
@@ -56,7 +57,11 @@ def make_dataset(
     import tensorflow as tf
 
     paths = [p for p, _ in items]
-    labels = np.asarray([label for _, label in items], dtype=np.float32 if binary else np.int32)
+    labels = [label for _, label in items]
+    multi_label = bool(labels) and isinstance(labels[0], (tuple, list))
+    if multi_label and class_weights is not None:
+        raise ValueError("class weights apply to one label per image; a multi-label task takes none")
+    labels = np.asarray(labels, dtype=np.float32 if (binary or multi_label) else np.int32)
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
 
     def decode(path, label):

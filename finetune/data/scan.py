@@ -31,7 +31,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -55,16 +55,19 @@ class ImageFolder:
     Attributes:
         root: The folder that was scanned.
         class_names: Sorted class folder names; label ``i`` is ``class_names[i]``.
-        splits: ``{"train"|"val"|"test": [(path, label), ...]}``.
+        splits: ``{"train"|"val"|"test": [(path, label), ...]}``; a label is a class
+            index, or for ``multi_label`` a tuple of 0/1 flags, one per class.
         skipped: Files that could not be used, with reasons.
         presplit: Whether the folder came already split into train/val[/test].
+        multi_label: Whether an image may carry several labels (a CSV with several in a cell).
     """
 
     root: str
     class_names: list[str]
-    splits: dict[str, list[tuple[str, int]]]
+    splits: dict[str, list[tuple[str, Any]]]
     skipped: list[Skipped] = field(default_factory=list)
     presplit: bool = False
+    multi_label: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -72,18 +75,23 @@ class ImageFolder:
 
     @property
     def binary(self) -> bool:
-        return self.num_classes == 2
+        """Two mutually exclusive classes (one sigmoid unit); a 2-label multi-label task is not binary."""
+        return self.num_classes == 2 and not self.multi_label
 
     def counts(self, split: str) -> list[int]:
-        """Images per class in ``split``."""
+        """Images per class in ``split`` (for multi-label: images carrying each label)."""
         counts = [0] * self.num_classes
         for _, label in self.splits.get(split, []):
-            counts[label] += 1
+            if self.multi_label:
+                counts = [c + int(flag) for c, flag in zip(counts, label)]
+            else:
+                counts[label] += 1
         return counts
 
     def summary(self) -> str:
         parts = [f"{len(v)} {k}" for k, v in self.splits.items() if v]
-        text = f"{self.num_classes} classes ({', '.join(self.class_names)}); " + ", ".join(parts)
+        kind = "labels, several per image" if self.multi_label else "classes"
+        text = f"{self.num_classes} {kind} ({', '.join(self.class_names)}); " + ", ".join(parts)
         if self.skipped:
             text += f"; {len(self.skipped)} file(s) skipped"
         return text

@@ -41,9 +41,14 @@ def from_csv(path: str | os.PathLike, *, val_split: float = 0.1, test_split: flo
     Paths are relative to the CSV's folder (or absolute). Rows whose file is
     missing or unreadable are skipped with the reason, as in a folder scan.
 
+    **Multi-label**: when a label cell holds several labels the task is
+    multi-label (an image may carry any number of them, each predicted by its own
+    sigmoid). Labels are separated by ``;`` when any cell has one (so names may
+    hold spaces), else by spaces. Rows without a ``split`` are then split at random
+    (seeded) rather than stratified by class.
+
     Raises:
-        DataError: no ``path``/``label`` header, several labels in one cell
-            (multi-label is not supported yet), an unknown split name, fewer than two classes.
+        DataError: no ``path``/``label`` header, an unknown split name, fewer than two classes.
     """
     path = Path(path)
     if not path.is_file():
@@ -60,9 +65,6 @@ def from_csv(path: str | os.PathLike, *, val_split: float = 0.1, test_split: flo
         if not row["path"] or not label:
             skipped.append(Skipped(f"{path}:{line}", "empty path or label"))
             continue
-        if any(sep in label for sep in LABEL_SEPARATORS):
-            raise DataError(f"{path}:{line}: label {label!r} holds several labels; multi-label training is not "
-                            "supported yet: give one label per row")
         if split and split not in ("train", "val", "test"):
             raise DataError(f"{path}:{line}: split {split!r} must be train, val or test (or empty)")
         file_path = Path(row["path"]) if Path(row["path"]).is_absolute() else path.parent / row["path"]
@@ -73,7 +75,53 @@ def from_csv(path: str | os.PathLike, *, val_split: float = 0.1, test_split: flo
     bad = dict(_check_all([r[0] for r in records], workers, None))
     skipped += [Skipped(p, reason) for p, reason in bad.items()]
     good = [r for r in records if r[0] not in bad]
+    separator = label_separator([label for _, label, _ in good])
+    if separator is not None:
+        return _multi_label_folder(str(path), good, skipped, separator, val_split, test_split, seed)
     return _folder(str(path), good, skipped, val_split, test_split, seed)
+
+
+def label_separator(labels: Sequence[str]) -> str | None:
+    """``";"`` if any label cell holds one, else ``" "`` if any holds a space, else ``None`` (one label per image).
+
+    Example:
+        >>> label_separator(["cat", "cat;dog"]), label_separator(["cat dog", "dog"]), label_separator(["cat"])
+        (';', ' ', None)
+    """
+    for sep in LABEL_SEPARATORS:
+        if any(sep in label for label in labels):
+            return sep
+    return None
+
+
+def _multi_label_folder(root: str, records: list[tuple[str, str, str]], skipped: list[Skipped], separator: str,
+                        val_split: float, test_split: float, seed: int) -> ImageFolder:
+    sets = [sorted({part.strip() for part in label.split(separator) if part.strip()}) for _, label, _ in records]
+    class_names = sorted({name for names in sets for name in names})
+    if len(class_names) < 2:
+        raise DataError(f"{root}: {len(class_names)} label(s) in all; a multi-label task needs at least two")
+    flags = [tuple(int(name in names) for name in class_names) for names in sets]
+    splits: dict[str, list] = {"train": [], "val": [], "test": []}
+    rest = []
+    for (file, _, split), label in zip(records, flags):
+        (splits[split] if split else rest).append((file, label))
+    if not (0 <= val_split < 1 and 0 <= test_split < 1 and val_split + test_split < 1):
+        raise DataError(f"val_split={val_split} and test_split={test_split} must be in [0, 1) and sum to less than 1")
+    order = np.random.default_rng(seed).permutation(len(rest))
+    n_val = 0 if splits["val"] else round(len(rest) * val_split)
+    n_test = 0 if splits["test"] else round(len(rest) * test_split)
+    picked = [rest[i] for i in order]
+    splits["test"] += picked[:n_test]
+    splits["val"] += picked[n_test:n_test + n_val]
+    splits["train"] += picked[n_test + n_val:]
+    if not splits["train"]:
+        raise DataError(f"{root}: no training images (every row is marked val or test)")
+    missing = [name for name, count in zip(class_names, np.sum([l for _, l in splits["train"]], axis=0)) if not count]
+    if missing:
+        raise DataError(f"{root}: label(s) {', '.join(missing)} never occur in the training split; add images "
+                        "carrying them or drop the label")
+    presplit = bool(any(split for _, _, split in records))
+    return ImageFolder(root, class_names, splits, skipped, presplit=presplit, multi_label=True)
 
 
 def from_arrays(x: Any, y: Sequence, *, validation_data: tuple | None = None, val_split: float = 0.1,

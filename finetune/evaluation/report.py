@@ -66,7 +66,17 @@ def markdown_report(
     """The run report as Markdown: settings, test metrics, plots, skipped files."""
     lines = [f"# {title}", ""]
     lines += [f"- **{key}**: {value}" for key, value in summary.items()]
-    if metrics and metrics.get("n"):
+    if metrics and metrics.get("n") and metrics.get("multi_label"):
+        lines += ["", "## Test metrics", "",
+                  f"Exact match (every label of an image right) **{metrics['accuracy']:.2%}** on {metrics['n']} test "
+                  f"images; label accuracy {metrics['label_accuracy']:.2%}, micro F1 {metrics['micro_f1']:.3f}, "
+                  f"macro F1 {metrics['macro_f1']:.3f}. Each label is predicted when its probability reaches its "
+                  "threshold (chosen on the validation split).", "",
+                  "| label | threshold | precision | recall | F1 | support |", "|---|---|---|---|---|---|"]
+        for name, m in metrics["per_class"].items():
+            lines.append(f"| {name} | {m['threshold']:g} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
+                         f"{m['support']} |")
+    elif metrics and metrics.get("n"):
         lines += ["", "## Test metrics", "",
                   f"Accuracy **{metrics['accuracy']:.2%}** on {metrics['n']} test images "
                   f"(balanced accuracy {metrics['balanced_accuracy']:.2%}, macro F1 {metrics['macro_f1']:.3f}).", "",
@@ -136,6 +146,12 @@ def metrics_table(metrics: dict[str, Any]) -> str:
     """
     names = list(metrics["per_class"])
     width = max(len("class"), *(len(n) for n in names))
+    if metrics.get("multi_label"):
+        lines = [f"{'label':<{width}}  threshold  precision  recall  f1     support"]
+        for name, m in metrics["per_class"].items():
+            lines.append(f"{name:<{width}}  {m['threshold']:<9.2f}  {m['precision']:.3f}      {m['recall']:.3f}   "
+                         f"{m['f1']:.3f}  {m['support']}")
+        return "\n".join(lines)
     lines = [f"{'class':<{width}}  precision  recall  f1     support"]
     for name, m in metrics["per_class"].items():
         lines.append(f"{name:<{width}}  {m['precision']:.3f}      {m['recall']:.3f}   {m['f1']:.3f}  {m['support']}")

@@ -35,11 +35,13 @@ def build_model(
     head: HeadConfig | None = None,
     augment: str = "light",
     seed: int | None = None,
+    multi_label: bool = False,
 ) -> ModelParts:
     """A plain ``keras.Model``: raw RGB [0, 255] -> augment -> scale -> base -> head.
 
     The base is frozen and always runs with ``training=False``, so its
     BatchNormalization statistics never move. Augmentation only acts in training.
+    ``multi_label`` gives one sigmoid per class (an image may carry several).
 
     Example:
         >>> import numpy as np
@@ -64,7 +66,7 @@ def build_model(
     x = aug(inputs) if aug is not None else inputs
     x = preprocess(x) if preprocess is not None else x
     features = pool(base(x, training=False))
-    classifier = build_classifier(int(features.shape[-1]), num_classes, head)
+    classifier = build_classifier(int(features.shape[-1]), num_classes, head, multi_label=multi_label)
     outputs = classifier(features)
     model = keras.Model(inputs, outputs, name=f"finetune_{spec.name}")
     return ModelParts(model, base, pool, classifier, preprocess, aug, spec, size)
@@ -119,5 +121,23 @@ def is_small(spec: Backbone, native: int | None) -> bool:
     return native is not None and native < spec.input_size / 2
 
 
-def loss_for(num_classes: int) -> str:
-    return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+def loss_for(num_classes: int, multi_label: bool = False) -> str:
+    """Binary cross-entropy for one sigmoid (two classes) or one per label, else sparse categorical."""
+    return "binary_crossentropy" if num_classes == 2 or multi_label else "sparse_categorical_crossentropy"
+
+
+def is_multi_label(model: keras.Model) -> bool:
+    """Whether ``model`` ends in several independent sigmoids (a multi-label head).
+
+    Example:
+        >>> head = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="sigmoid")])
+        >>> is_multi_label(head)
+        True
+    """
+    from .graph import walk_layers
+
+    last = [layer for layer in walk_layers(model) if isinstance(layer, keras.layers.Dense)]
+    if not last:
+        return False
+    activation = getattr(last[-1].activation, "__name__", "")
+    return activation == "sigmoid" and last[-1].units > 1

@@ -55,10 +55,12 @@ def dense_factory(config: HeadConfig):
     return dense
 
 
-def build_classifier(num_features: int, num_classes: int, config: HeadConfig) -> keras.Sequential:
+def build_classifier(num_features: int, num_classes: int, config: HeadConfig, *,
+                     multi_label: bool = False) -> keras.Sequential:
     """Dense layers from a pooled feature vector to class probabilities.
 
-    Two classes give one sigmoid unit; more give a softmax.
+    Two classes give one sigmoid unit; more give a softmax; ``multi_label``
+    gives one independent sigmoid per label.
 
     Example:
         >>> head = build_classifier(1280, 3, HeadConfig(hidden=[256], dropout=0.5))
@@ -73,6 +75,7 @@ def build_classifier(num_features: int, num_classes: int, config: HeadConfig) ->
         layers.append(dense(units, config.activation, name=f"dense_{i}"))
     if config.dropout:
         layers.append(keras.layers.Dropout(config.dropout, name="dropout_out"))
-    binary = num_classes == 2
-    layers.append(dense(1 if binary else num_classes, "sigmoid" if binary else "softmax", name="predictions"))
+    binary = num_classes == 2 and not multi_label
+    layers.append(dense(1 if binary else num_classes, "sigmoid" if binary or multi_label else "softmax",
+                        name="predictions"))
     return keras.Sequential(layers, name="classifier")

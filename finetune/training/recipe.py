@@ -129,10 +129,13 @@ class RecipeRun(PhaseInputs):
         with strategy.scope():
             self.parts = build_model(backbone, self.folder.num_classes, weights=config.weights,
                                      image_size=config.image_size, head=config.head_config(),
-                                     augment=config.augment, seed=config.seed)
+                                     augment=config.augment, seed=config.seed, multi_label=self.folder.multi_label)
         config.image_size = self.parts.image_size
         self.policy = _unfreeze_policy(config, self.parts.backbone)
         self.policy.start_index(self.parts.base)  # fail on a bad unfreeze point before any training
+        if config.class_weight == "balanced" and self.folder.multi_label:
+            raise ConfigError("class_weight: 'balanced' weighs one label per image; a multi-label task takes none "
+                              "(drop --class-weight)")
         self.class_weights = (balanced_class_weights(self.folder.counts("train"))
                               if config.class_weight == "balanced" else None)
         self.loader = dict(image_size=self.parts.image_size, batch_size=config.batch_size, binary=self.folder.binary,
@@ -149,7 +152,7 @@ class RecipeRun(PhaseInputs):
         if self.completed:
             self.parts.model.load_weights(self.store.final_weights(self.completed[-1]))
         self.context = FitContext(
-            loss=loss_for(self.folder.num_classes), optimizer=config.optimizer, seed=config.seed,
+            loss=loss_for(self.folder.num_classes, self.folder.multi_label), optimizer=config.optimizer, seed=config.seed,
             monitor="val_loss" if self.val_ds is not None else "loss", rows=list(state.get("rows", [])),
             seeded_model=self.parts.model, strategy=strategy, clipnorm=config.clipnorm, jit=config.jit,
             # model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras #20585)

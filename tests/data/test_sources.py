@@ -34,7 +34,6 @@ def test_csv_paths_split_column_and_bad_rows(csv_data):
 
 @pytest.mark.parametrize("content, message", [
     ("file,class\na.png,x\n", "path,label"),
-    ("path,label\nimg/0.png,cat dog\n", "multi-label"),
     ("path,label,split\nimg/0.png,cat,holdout\n", "train, val or test"),
 ])
 def test_csv_errors_name_the_line_and_the_fix(csv_data, content, message):
