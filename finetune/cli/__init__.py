@@ -4,7 +4,7 @@ Importing this package builds the command group; no command imports TensorFlow
 until it runs, so ``finetune --help`` answers at once.
 """
 
-from . import inference, tools, train  # noqa: F401  (each registers its commands on `main`)
+from . import inference, serve, tools, train  # noqa: F401  (each registers its commands on `main`)
 from .app import EXIT_USAGE, main
 
 __all__ = ["EXIT_USAGE", "main"]

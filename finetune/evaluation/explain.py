@@ -97,19 +97,33 @@ def grad_cam(model: keras.Model, images: np.ndarray, class_index: int | Sequence
     return out
 
 
-def save_overlay(image: np.ndarray, explanation: Explanation, path: str | Path, class_names: Sequence[str],
-                 *, alpha: float = 0.45) -> Path:
-    """Write a PNG: the image, and the image under the heatmap, titled with the class and its probability."""
+def overlay(image: np.ndarray, explanation: Explanation, *, alpha: float = 0.45) -> np.ndarray:
+    """The image (RGB 0-255) under the heatmap (jet colours), as ``uint8`` pixels of the image's size.
+
+    Example:
+        >>> found = Explanation(np.eye(2), 0, 0.9, np.array([0.9, 0.1]))
+        >>> overlay(np.zeros((8, 8, 3)), found).shape
+        (8, 8, 3)
+    """
     from matplotlib import colormaps
-    from matplotlib.figure import Figure
 
     image = np.asarray(image, np.float32) / 255
     heat = colormaps["jet"](explanation.upsampled(image.shape[:2]))[..., :3]
+    return np.uint8(np.clip((1 - alpha) * image + alpha * heat, 0, 1) * 255 + 0.5)
+
+
+def save_overlay(image: np.ndarray, explanation: Explanation, path: str | Path, class_names: Sequence[str],
+                 *, alpha: float = 0.45) -> Path:
+    """Write a PNG: the image, and the image under the heatmap, titled with the class and its probability."""
+    from matplotlib.figure import Figure
+
+    blended = overlay(image, explanation, alpha=alpha)
+    image = np.asarray(image, np.float32) / 255
     fig = Figure(figsize=(6.4, 3.4), dpi=100)
     left, right = fig.subplots(1, 2)
     left.imshow(image)
     left.set_title("image")
-    right.imshow(np.clip((1 - alpha) * image + alpha * heat, 0, 1))
+    right.imshow(blended)
     right.set_title(f"Grad-CAM: {class_names[explanation.class_index]} ({explanation.probability:.1%})")
     for ax in (left, right):
         ax.axis("off")

@@ -1,0 +1,195 @@
+"""A local web page to try a trained run: drop images, see the top classes and where the network looked.
+
+Built on Flask (its development server is enough for one person trying a model on
+their own machine). Nothing leaves the machine: the page loads no outside
+resources, uploads are decoded in a temporary folder that is deleted at once,
+and requests whose ``Host`` header is not the address being served are refused
+(a defence against DNS rebinding). Uploads go through the same checks as
+training data (size on disk, pixel count, a full decode).
+
+Example:
+    >>> app = create_app("runs/cells")          # doctest: +SKIP
+    >>> app.test_client().get("/api/info").json["classes"]   # doctest: +SKIP
+    ['defective', 'functional']
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import ipaddress
+import tempfile
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MAX_UPLOAD_MB = 20
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+class Predictor:
+    """A run folder's model, ready to answer one image at a time (thread-safe).
+
+    Args:
+        run_dir: A folder written by ``finetune train``.
+        top_k: How many classes to return per image.
+    """
+
+    def __init__(self, run_dir: str | Path, *, top_k: int = 3):
+        from .models import is_multi_label
+        from .runs import load_run, load_thresholds
+
+        self.run_dir = Path(run_dir)
+        self.model, self.config, self.class_names = load_run(run_dir)
+        self.multi_label = is_multi_label(self.model)
+        self.thresholds = (load_thresholds(run_dir) or [0.5] * len(self.class_names)) if self.multi_label else None
+        self.top_k = max(1, min(top_k, len(self.class_names)))
+        self._lock = threading.Lock()
+
+    def info(self) -> dict[str, Any]:
+        return {"run": self.run_dir.name, "classes": self.class_names, "image_size": self.config.image_size,
+                "resize": self.config.resize, "multi_label": self.multi_label}
+
+    def predict_file(self, path: str, name: str) -> dict[str, Any]:
+        """Top-k classes (and for multi-label, the labels over their thresholds) and a Grad-CAM overlay of ``path``.
+
+        Raises:
+            DataError: the file is not a usable image; the message names ``name`` and the reason.
+        """
+        from .data import DataError
+        from .data.images import decode_checked
+        from .evaluation.explain import CannotExplain, grad_cam, overlay
+        from .evaluation.predict import predict_batches
+
+        pixels, reason = decode_checked(path, self.config.image_size, self.config.resize)
+        if pixels is None:
+            raise DataError(f"{name}: {reason}")
+        image = pixels.astype(np.float32)
+        with self._lock:
+            probs = predict_batches(self.model, image[None], as_classes=True)[0]
+            try:
+                explanation = grad_cam(self.model, image[None])[0]
+            except CannotExplain as err:
+                explanation, why = None, str(err)
+        order = np.argsort(-probs)[: self.top_k]
+        answer: dict[str, Any] = {
+            "file": name,
+            "top": [{"label": self.class_names[i], "probability": float(probs[i])} for i in order],
+            "image": _png_data_url(pixels),
+        }
+        if self.multi_label:
+            answer["labels"] = [n for n, p, t in zip(self.class_names, probs, self.thresholds) if p >= t]
+        if explanation is not None:
+            answer["gradcam"] = {"label": self.class_names[explanation.class_index],
+                                 "image": _png_data_url(overlay(pixels, explanation))}
+        else:
+            answer["gradcam"] = {"error": why}
+        return answer
+
+
+def create_app(run_dir: str | Path, *, top_k: int = 3, max_upload_mb: float = MAX_UPLOAD_MB,
+               hosts: tuple[str, ...] = LOOPBACK_NAMES):
+    """The Flask app serving the page (``/``), ``/api/info`` and ``/api/predict`` (POST, form field ``image``).
+
+    Args:
+        run_dir: A folder written by ``finetune train``.
+        top_k: Classes shown per image.
+        max_upload_mb: Larger uploads are refused (413) before they are read.
+        hosts: Host names the ``Host`` header may carry (any port); others get 400.
+    """
+    from flask import Flask, jsonify, request
+    from werkzeug.exceptions import HTTPException
+    from werkzeug.utils import secure_filename
+
+    from .data import DataError
+
+    predictor = Predictor(run_dir, top_k=top_k)
+    app = Flask("finetune.serve")
+    app.config.update(MAX_CONTENT_LENGTH=int(max_upload_mb * 1024 * 1024), TRUSTED_HOSTS=list(hosts))
+    page = resources.files("finetune").joinpath("resources/serve.html").read_text(encoding="utf-8")
+
+    @app.before_request
+    def check_host():
+        request.host  # raises SecurityError (400) when the Host header is not one of `hosts`
+
+    @app.get("/")
+    def index():
+        return page.replace("{{run}}", html.escape(predictor.run_dir.name)), 200, {
+            "Content-Type": "text/html; charset=utf-8"}
+
+    @app.get("/api/info")
+    def info():
+        return jsonify(predictor.info())
+
+    @app.post("/api/predict")
+    def predict():
+        upload = request.files.get("image")
+        if upload is None or not upload.filename:
+            return jsonify(error="send one image in the form field `image`"), 400
+        name = secure_filename(upload.filename) or "upload"
+        with tempfile.TemporaryDirectory(prefix="finetune-serve-") as folder:
+            path = str(Path(folder) / name)
+            upload.save(path)
+            try:
+                return jsonify(predictor.predict_file(path, upload.filename))
+            except DataError as err:
+                return jsonify(error=str(err)), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(err):
+        message = (f"the upload is over {max_upload_mb:g} MB; send a smaller image" if err.code == 413
+                   else err.description)
+        return jsonify(error=message), err.code
+
+    @app.errorhandler(Exception)
+    def server_error(err):
+        app.logger.exception("prediction failed")
+        return jsonify(error=f"the server failed on this request: {type(err).__name__}: {err}"), 500
+
+    @app.after_request
+    def headers(response):
+        response.headers["Content-Security-Policy"] = ("default-src 'none'; img-src 'self' data:; "
+                                                       "style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+                                                       "connect-src 'self'")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    app.predictor = predictor
+    return app
+
+
+def exposure_warning(host: str) -> str | None:
+    """A warning when ``host`` is not a loopback address (the page is then reachable from other machines)."""
+    if host in LOOPBACK_NAMES:
+        return None
+    try:
+        if ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (f"serving on {host}: anyone who can reach this machine can upload images to the model; "
+            "use the default --host 127.0.0.1 unless you mean to share it")
+
+
+def machine_names() -> tuple[str, ...]:
+    """This machine's host names and addresses, as a browser on the network would put them in ``Host``."""
+    import socket
+
+    names = {socket.gethostname(), socket.getfqdn()}
+    try:
+        names.update(socket.gethostbyname_ex(socket.gethostname())[2])
+    except OSError:
+        pass
+    return tuple(sorted(names))
+
+
+def _png_data_url(pixels: np.ndarray) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, np.uint8)).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,121 @@
+"""`finetune serve`: the page's API through Flask's test client, and the page itself in a real headless Chromium."""
+
+import io
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from finetune.cli import main
+from finetune.serve import create_app, exposure_warning
+
+CHROMEDRIVER = shutil.which("chromedriver")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def served_run(tmp_path_factory):
+    """A tiny run trained with the CLI on colour classes (class_a red, class_b green, class_c blue)."""
+    from conftest import make_image_folder
+    from test_cli import TINY_FLAGS
+
+    root = tmp_path_factory.mktemp("serve")
+    data = make_image_folder(root / "data", per_class=16)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FINETUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+        result = CliRunner().invoke(main, ["train", str(data), *TINY_FLAGS, "--head-epochs", "8", "--tune-epochs",
+                                           "0", "--output", str(root / "runs"), "--name", "colours"])
+    assert result.exit_code == 0, result.output
+    return root / "runs" / "colours", data
+
+
+@pytest.fixture(scope="module")
+def client(served_run):
+    return create_app(served_run[0]).test_client()
+
+
+def _png(color, size=(48, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_info_and_a_prediction_with_its_grad_cam(client):
+    info = client.get("/api/info").json
+    assert info["classes"] == ["class_a", "class_b", "class_c"] and info["multi_label"] is False
+    answer = client.post("/api/predict", data={"image": (io.BytesIO(_png((220, 40, 40))), "red.png")}).json
+    assert answer["file"] == "red.png" and answer["top"][0]["label"] == "class_a"
+    assert len(answer["top"]) == 3 and sum(t["probability"] for t in answer["top"]) == pytest.approx(1, abs=1e-4)
+    assert answer["image"].startswith("data:image/png;base64,")
+    assert answer["gradcam"]["image"].startswith("data:image/png;base64,")
+
+
+def test_bad_uploads_get_a_reason_and_nothing_leaks(client):
+    broken = client.post("/api/predict", data={"image": (io.BytesIO(b"not an image"), "notes.png")})
+    assert broken.status_code == 400 and broken.json["error"].startswith("notes.png: ")
+    assert "image" in client.post("/api/predict", data={}).json["error"]
+    page = client.get("/")
+    assert page.status_code == 200 and "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert "http://" not in page.text and "https://" not in page.text  # no outside resources
+
+
+def test_oversized_uploads_and_foreign_host_headers_are_refused(served_run):
+    app = create_app(served_run[0], max_upload_mb=0.001)
+    client = app.test_client()
+    big = client.post("/api/predict", data={"image": (io.BytesIO(b"x" * 4096), "big.png")})
+    assert big.status_code == 413 and "over 0.001 MB" in big.json["error"]
+    assert client.get("/api/info", headers={"Host": "evil.example:8000"}).status_code == 400
+    assert client.get("/api/info", headers={"Host": "localhost:8000"}).status_code == 200
+
+
+def test_binding_beyond_loopback_warns():
+    assert exposure_warning("127.0.0.1") is None and exposure_warning("::1") is None
+    assert "anyone who can reach this machine" in exposure_warning("0.0.0.0")
+
+
+@pytest.mark.skipif(not (CHROMEDRIVER and CHROMIUM),
+                    reason="no headless browser: `apt-get install chromium chromium-driver` (.ci/run installs them)")
+def test_the_page_in_headless_chromium(served_run, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ready
+    from selenium.webdriver.support.ui import WebDriverWait
+    from werkzeug.serving import make_server
+
+    run_dir, data = served_run
+    server = make_server("127.0.0.1", 0, create_app(run_dir), threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1100,800"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        browser.get(f"http://localhost:{server.server_port}/")
+        WebDriverWait(browser, 30).until(lambda b: "class_a" in b.find_element(By.ID, "about").text)
+        picks = [data / "class_c" / "img_000.png", data / "class_a" / "img_000.png"]
+        (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+        browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in [*picks, tmp_path / "broken.jpg"]))
+        WebDriverWait(browser, 60).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".card.done")) == 2
+                                         and b.find_elements(By.CSS_SELECTOR, ".card.failed"))
+        cards = {c.find_element(By.TAG_NAME, "h2").text: c for c in browser.find_elements(By.CSS_SELECTOR, ".card")}
+        assert cards["img_000.png"] is not None
+        top = sorted(c.find_element(By.CSS_SELECTOR, ".prediction .label").text
+                     for c in browser.find_elements(By.CSS_SELECTOR, ".card.done"))
+        assert top == ["class_a", "class_c"]
+        assert "broken.jpg: " in cards["broken.jpg"].find_element(By.CLASS_NAME, "error").text
+        WebDriverWait(browser, 10).until(ready.presence_of_element_located((By.CSS_SELECTOR, ".card.done img")))
+        shot = Path(os.environ.get("FINETUNE_SERVE_SCREENSHOT", tmp_path / "serve.png"))
+        assert browser.save_screenshot(str(shot)) and Image.open(shot).size[0] > 500
+        pixels = np.asarray(Image.open(shot).convert("RGB"))
+        assert pixels.std() > 10  # a rendered page, not a blank one
+    finally:
+        browser.quit()
+        server.shutdown()
