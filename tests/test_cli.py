@@ -41,6 +41,8 @@ def test_train_writes_the_run_folder(trained):
     assert code == 0, out
     assert "test accuracy:" in out and "report:" in out
     assert (run_dir / "model.keras").exists()
+    lines = out.splitlines()  # -q: only the final lines, starting with the phase table
+    assert lines[0].startswith("phase  epochs") and len(lines) <= 8 and "\x1b" not in out, out
 
 
 def test_report_shows_the_worst_mistakes(run_dir):

@@ -94,7 +94,7 @@ def _apply(options):
 @_apply(TRAIN_OPTIONS)
 @click.option("--overwrite", is_flag=True, help="Replace a run folder of the same --name instead of making a new one.")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue an interrupted run from its last completed epoch.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the final lines (phase table, kept weights, test accuracy, paths).")
 def train(data_dir, config_path, overwrite, resume_dir, quiet, **options):
     """Fine-tune on DATA_DIR (one subfolder per class, or train/ val/ [test/]) or on a CSV of path,label[,split]
     (several labels in a cell, separated by ; or spaces, make a multi-label task)."""
@@ -119,7 +119,8 @@ def train(data_dir, config_path, overwrite, resume_dir, quiet, **options):
     if not config.data:
         raise click.UsageError("give DATA_DIR or a --config with a `data:` entry")
     source = config.from_model or config.backbone
-    click.echo(f"finetune: {'resuming' if resume_dir else 'training'} {source} on {config.data}")
+    if not quiet:
+        click.echo(f"finetune: {'resuming' if resume_dir else 'training'} {source} on {config.data}")
     run_dir, result, metrics = run_training(config, overwrite=overwrite, verbose=0 if quiet else 1, resume=resume_dir)
     if result.folder.skipped:
         click.secho(f"skipped {len(result.folder.skipped)} unreadable file(s); see {run_dir / 'report.md'}", fg="yellow")
