@@ -1,4 +1,4 @@
-"""Grad-CAM peaks where the class signal is, for binary and multi-class heads."""
+"""Grad-CAM peaks where the class signal is, for binary, multi-class and multi-label heads."""
 
 import numpy as np
 import pytest
@@ -72,3 +72,38 @@ def test_explain_command_writes_one_overlay_per_image(tmp_path):
     assert result.output.count(" c1 ") == 2  # the class asked for, not the predicted one
     bad = CliRunner().invoke(main, ["explain", str(run_dir), images[0], "--class", "zebra"])
     assert bad.exit_code == 2 and "not one of c0, c1" in bad.output
+
+
+def test_multi_label_heatmap_of_each_label_peaks_on_its_own_patch(tmp_path, monkeypatch):
+    """Images with a red patch, a blue patch or both (a CSV of labels): the heatmap asked for ``red`` finds red."""
+    monkeypatch.setenv("FINETUNE_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    lines, both = ["path,label"], []
+    for i in range(180):
+        image = rng.integers(90, 140, (32, 32, 3)).astype(np.uint8)
+        names, corners = [], {}
+        for name, colour, on in (("red", COLOURS[0], i % 3 != 1), ("blue", COLOURS[2], i % 3 != 0)):
+            if on:
+                r, c = rng.integers(0, 12, 2) + (16 if name == "blue" else 0)  # red top-left half, blue lower-right
+                image[r:r + 8, c:c + 8] = colour
+                names.append(name)
+                corners[name] = (r, c)
+        Image.fromarray(image).save(tmp_path / "img" / f"{i}.png")
+        lines.append(f"img/{i}.png,{';'.join(names)}")
+        if len(names) == 2:
+            both.append((image, corners))
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    result = fine_tune(str(tmp_path / "labels.csv"), **{**TINY_RUN, "lr": 0.02}, head_epochs=30, tune_epochs=0,
+                       patience=0, verbose=0)
+    assert result.folder.multi_label and result.class_names == ["blue", "red"]
+    images = np.stack([image for image, _ in both[:20]]).astype(np.float32)
+    for index, name in enumerate(result.class_names):
+        found = grad_cam(result.model, images, index)
+        hits = 0
+        for e, (_, corners) in zip(found, both[:20]):
+            heat = e.upsampled((32, 32))
+            peak = np.unravel_index(np.argmax(heat), heat.shape)
+            r, c = corners[name]
+            hits += (r - 2 <= peak[0] < r + 10) and (c - 2 <= peak[1] < c + 10)
+        assert hits >= 14, f"{name}: heatmap peaked on its patch for {hits}/20 images"
