@@ -11,6 +11,8 @@ measurements, each in its own subprocess (peak RSS reported):
                   dataset of images preloaded as float32 arrays;
   predict_pipeline  ``model.predict`` on ``make_dataset(files, cache=None)``, the
                   path ``finetune evaluate`` / ``predict`` take (decode every call);
+  predict_command the ``finetune predict RUN FILES --csv OUT`` command end to end
+                  (files in, CSV out; model load included, and timed on its own);
   predict_bare    ``model(x, training=False)`` in a ``tf.function`` over in-memory
                   float32 batches of 32.
 
@@ -103,6 +105,39 @@ def predict_pipeline(root: str, n: int, repeats: int) -> dict:
     return {"images": len(items), "times": times, "best_ips": len(items) / min(times), "median_ips": len(items) / median(times)}
 
 
+def predict_command(root: str, n: int, repeats: int) -> dict:
+    import tempfile
+
+    from click.testing import CliRunner
+
+    from finetune import TrainConfig
+    from finetune.cli import main as cli
+    from finetune.runs import load_run
+    from finetune.util import yaml_text
+
+    items = _items(root, "test", n)
+    run = Path(tempfile.mkdtemp()) / "run"
+    run.mkdir()
+    _model(train=False).save(run / "model.keras")
+    (run / "config.yaml").write_text(yaml_text(TrainConfig(data=root, image_size=224).to_dict()))
+    (run / "labels.txt").write_text("a\nb\nc\nd\n")
+    args = ["predict", str(run), *[p for p, _ in items], "--csv", str(run / "out.csv")]
+    times, loads = [], []
+    for attempt in range(repeats + 1):  # the first pass warms up (file cache, imports)
+        start = time.perf_counter()
+        result = CliRunner().invoke(cli, args)
+        elapsed = time.perf_counter() - start
+        assert result.exit_code == 0, result.output
+        start = time.perf_counter()
+        load_run(run)
+        if attempt:
+            times.append(elapsed)
+            loads.append(time.perf_counter() - start)
+    best = min(times)
+    return {"images": len(items), "times": times, "best_ips": len(items) / best, "median_ips": len(items) / median(times),
+            "load_s": min(loads), "best_ips_without_load": len(items) / (best - min(loads))}
+
+
 def predict_bare(root: str, n: int, repeats: int) -> dict:
     import finetune
     import tensorflow as tf
@@ -140,7 +175,8 @@ def main() -> None:
 
     runs = {}
     for name, n in (("fit_pipeline", args.train_images), ("fit_memory", args.train_images),
-                    ("predict_pipeline", args.predict_images), ("predict_bare", args.predict_images)):
+                    ("predict_pipeline", args.predict_images), ("predict_command", args.predict_images),
+                    ("predict_bare", args.predict_images)):
         runs[name] = in_child(__file__, name, {"root": root, "n": n, "repeats": args.repeats})
         r = runs[name]
         print(f"{name:>16}: best {r['best_ips']:.1f} img/s, median {r['median_ips']:.1f} img/s "
@@ -149,12 +185,18 @@ def main() -> None:
     predict = runs["predict_pipeline"]["best_ips"] / runs["predict_bare"]["best_ips"]
     med_overhead = runs["fit_memory"]["median_ips"] / runs["fit_pipeline"]["median_ips"] - 1
     med_predict = runs["predict_pipeline"]["median_ips"] / runs["predict_bare"]["median_ips"]
+    command = runs["predict_command"]["best_ips"] / runs["predict_bare"]["best_ips"]
+    command_run = runs["predict_command"]["best_ips_without_load"] / runs["predict_bare"]["best_ips"]
     print(f"medians: training input overhead {med_overhead:+.1%}, predict {med_predict:.2f}x bare")
+    print(f"predict command: {command:.2f}x bare end to end, {command_run:.2f}x without its "
+          f"{runs['predict_command']['load_s']:.1f} s model load")
     print(f"training input-pipeline overhead: {overhead:+.1%} (goal < 20%); "
-          f"predict through finetune: {predict:.2f}x bare model(x) (goal >= 0.9x)")
+          f"predict through finetune: pipeline {predict:.2f}x, command {command:.2f}x "
+          f"({command_run:.2f}x without the model load) bare model(x) (goal >= 0.9x)")
 
 
 if __name__ == "__main__":
     if not child_main({"fit_pipeline": fit_pipeline, "fit_memory": fit_memory,
-                       "predict_pipeline": predict_pipeline, "predict_bare": predict_bare}):
+                       "predict_pipeline": predict_pipeline, "predict_command": predict_command,
+                       "predict_bare": predict_bare}):
         main()

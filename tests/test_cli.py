@@ -75,6 +75,27 @@ def test_predict_a_folder_to_csv(trained, run_dir, tmp_path):
     assert rows[0][:3] == ["path", "class_1", "prob_1"] and len(rows) == 13
 
 
+def test_predict_names_bad_files_keeps_order_and_matches_the_pil_path(trained, run_dir, tmp_path):
+    import numpy as np
+
+    from finetune.evaluation.predict import predict_files
+    from finetune.runs import load_run
+
+    good = sorted((trained[2] / "class_c").iterdir())[:3]
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    files = [good[0], tmp_path / "broken.png", good[1], tmp_path / "empty.jpg", good[2]]
+    result = CliRunner().invoke(main, ["predict", str(run_dir), *map(str, files), "--csv", str(tmp_path / "p.csv")])
+    assert result.exit_code == 0, result.output
+    assert "skipped" in result.output and "broken.png" in result.output and "empty file" in result.output
+    rows = list(csv.reader(open(tmp_path / "p.csv")))[1:]
+    assert [r[0] for r in rows] == [str(p) for p in good]
+    model, config, names = load_run(run_dir)
+    reference = predict_files(model, [str(p) for p in good], config.image_size, resize=config.resize)
+    for row, probs in zip(rows, reference):
+        assert row[1] == names[int(np.argmax(probs))] and abs(float(row[2]) - probs.max()) < 2e-3
+
+
 def test_train_again_from_the_run_config(run_dir):
     code, out = run("train", "--config", run_dir / "config.yaml", "--head-epochs", 1, "--tune-epochs", 0, "-q")
     assert code == 0, out

@@ -66,7 +66,8 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
     _start_tensorflow()
     import numpy as np
 
-    from ..data import IMAGE_EXTENSIONS, decode_many
+    from ..data import IMAGE_EXTENSIONS
+    from ..data.native import decoded_batches
     from ..evaluation.diagnostics import predict_images
 
     if imagenet:
@@ -103,8 +104,8 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
         header += [f"std_{i}" for i in range(1, k + 1)] + ["entropy"]
     if thresholds is not None:  # multi-label: every label that reaches its threshold, then each label's probability
         header = ["path", "labels"] + [f"prob_{name}" for name in class_names]
-    for start in range(0, len(files), 64):  # each file decoded once, in parallel, with the training's bad-input rules
-        chunk, images, bad = decode_many(files[start:start + 64], image_size, **fit)
+    # Each file decoded once, in parallel with the model, natively where TensorFlow decodes it as PIL does.
+    for chunk, images, bad in decoded_batches(files, image_size, batch_size=32, **fit):
         for f, reason in bad:
             click.secho(f"skipped {f}: {reason}", fg="yellow", err=True)
         if not chunk:

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .images import load_image
+from .native import decode_file, native_flags
 
 CACHE_BUDGET_BYTES = 2 * 1024**3  # cache="auto" keeps decoded images in memory only below this
 
@@ -40,6 +40,8 @@ def make_dataset(
     parallel. Labels are float 0/1 for ``binary``, float 0/1 rows for multi-label
     items (whose labels are tuples of flags), else integers. Class
     weights become per-sample weights, which ``model.fit`` honours with tf.data.
+    PNG/JPEG/BMP/GIF files decode with TensorFlow's decoders (no GIL; see
+    :mod:`finetune.data.native`), others with PIL.
     A file that fails to decode mid-run (deleted, corrupted) is dropped, never raised.
 
     ``cache`` keeps decoded images so later epochs skip decoding: ``"memory"``,
@@ -62,12 +64,10 @@ def make_dataset(
     if multi_label and class_weights is not None:
         raise ValueError("class weights apply to one label per image; a multi-label task takes none")
     labels = np.asarray(labels, dtype=np.float32 if (binary or multi_label) else np.int32)
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels, native_flags(paths)))
 
-    def decode(path, label):
-        image = tf.numpy_function(
-            lambda p: load_image(p.decode("utf-8"), image_size, resize), [path], tf.uint8, stateful=False
-        )
+    def decode(path, label, native):
+        image = decode_file(path, image_size, resize, native)
         image.set_shape((image_size, image_size, 3))
         return image, label
 
