@@ -104,6 +104,9 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
         header += [f"std_{i}" for i in range(1, k + 1)] + ["entropy"]
     if thresholds is not None:  # multi-label: every label that reaches its threshold, then each label's probability
         header = ["path", "labels"] + [f"prob_{name}" for name in class_names]
+    from ..evaluation.predict import inference_fn
+
+    forward = inference_fn(model)  # traced once, for every batch
     # Each file decoded once, in parallel with the model, natively where TensorFlow decodes it as PIL does.
     for chunk, images, bad in decoded_batches(files, image_size, batch_size=32, **fit):
         for f, reason in bad:
@@ -111,7 +114,7 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
         if not chunk:
             continue
         predicted += len(chunk)
-        probs, std, entropy = predict_images(model, images, mc_samples=mc_samples, tta=tta)
+        probs, std, entropy = predict_images(model, images, mc_samples=mc_samples, tta=tta, forward=forward)
         for j, (f, p) in enumerate(zip(chunk, probs)):
             if thresholds is not None:
                 rows.append([f, ";".join(n for n, q, t in zip(class_names, p, thresholds) if q >= t)]

@@ -71,10 +71,13 @@ def decode_file(path, image_size: int, resize: str = "squash", native=True, **fi
     def with_tf():
         data = tf.io.read_file(path)
         is_jpeg = tf.strings.substr(data, 0, 2) == b"\xff\xd8"
-        image = tf.cond(is_jpeg,
-                        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
-                        lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
-        return fit_tensor(image, image_size, resize)
+        image = tf.cond(is_jpeg,  # the file's own channels: a grayscale image is resized once, not three times
+                        lambda: tf.io.decode_jpeg(data, channels=0, dct_method="INTEGER_ACCURATE"),
+                        lambda: tf.io.decode_image(data, channels=0, expand_animations=False))
+        gray = tf.shape(image)[-1] < 3
+        image = tf.cond(gray, lambda: image[..., :1], lambda: image[..., :3])
+        fitted = fit_tensor(image, image_size, resize)
+        return tf.reshape(tf.cond(gray, lambda: tf.tile(fitted, [1, 1, 3]), lambda: fitted), (image_size, image_size, 3))
 
     if isinstance(native, bool):
         return with_tf() if native else with_pil()
@@ -82,7 +85,7 @@ def decode_file(path, image_size: int, resize: str = "squash", native=True, **fi
 
 
 def fit_tensor(image, image_size: int, resize: str):
-    """:func:`~finetune.data.images.fit_to` on a ``uint8`` (h, w, 3) tensor: the same crop box and padding."""
+    """:func:`~finetune.data.images.fit_to` on a ``uint8`` (h, w, channels) tensor: the same crop box and padding."""
     import tensorflow as tf
 
     shape = tf.shape(image)

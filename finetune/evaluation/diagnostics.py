@@ -186,8 +186,12 @@ def evaluate_tta(model: keras.Model, items: Sequence[tuple[str, int]], class_nam
             "plain": plain_metrics, "tta": tta_metrics}
 
 
-def predict_images(model: keras.Model, images: np.ndarray, *, mc_samples: int = 0, tta: bool = False):
-    """``(probs, std, entropy)`` as class columns: plain, MC-dropout averaged (std and entropy), or test-time augmented."""
+def predict_images(model: keras.Model, images: np.ndarray, *, mc_samples: int = 0, tta: bool = False, forward=None):
+    """``(probs, std, entropy)`` as class columns: plain, MC-dropout averaged (std and entropy), or test-time augmented.
+
+    ``forward``: :func:`~finetune.evaluation.predict.inference_fn` of ``model``, made once by a caller that
+    predicts batch after batch (a new one traces the model again).
+    """
     if mc_samples:
         from .uncertainty import mc_predict
 
@@ -196,4 +200,4 @@ def predict_images(model: keras.Model, images: np.ndarray, *, mc_samples: int = 
         return as_class_probs(result.mean), std, result.entropy
     if tta:
         return as_class_probs(tta_predict(model, images)), None, None
-    return predict_batches(model, images, as_classes=True), None, None
+    return predict_batches(model, images, as_classes=True, forward=forward), None, None
