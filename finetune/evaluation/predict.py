@@ -28,7 +28,13 @@ def inference_fn(model: keras.Model):
     """
     import tensorflow as tf
 
-    compiled = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    shape = getattr(model, "input_shape", None)
+    if isinstance(shape, tuple) and shape and all(isinstance(d, int) for d in shape[1:]):
+        # One trace for every batch size (a last, smaller batch would trace the model again)
+        signature = [tf.TensorSpec((None, *shape[1:]), tf.float32)]
+        compiled = tf.function(lambda x: model(x, training=False), input_signature=signature)
+    else:
+        compiled = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     return lambda x: compiled(tf.convert_to_tensor(x, tf.float32)).numpy()
 
 
