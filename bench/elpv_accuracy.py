@@ -166,7 +166,7 @@ def run_seed(tree: Path, seed: int, overrides: dict, split: str) -> dict:
         for cell_type in ("mono", "poly"):
             subset = [it for it in items if os.path.basename(it[0]).startswith(cell_type + "_")]
             by_type[cell_type] = evaluate_split(result.model, subset, result.class_names, result.parts.image_size,
-                                                config.batch_size)
+                                                config.batch_size, config.resize)
         cm = [[a + b for a, b in zip(ra, rb)] for ra, rb in zip(by_type["mono"]["confusion_matrix"],
                                                                by_type["poly"]["confusion_matrix"])]
         n = sum(map(sum, cm))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import typing
 from typing import Literal
 
-Augment = Literal["none", "light", "seed"]
+Augment = Literal["none", "light", "flips", "seed"]
 Pooling = Literal["avg", "max", "flatten"]
 Optimizer = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "nadam"]
 Schedule = Literal["constant", "power", "exponential", "piecewise", "plateau", "1cycle", "cosine"]

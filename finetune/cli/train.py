@@ -39,7 +39,7 @@ TRAIN_OPTIONS = [
     _opt("--val-split", float, "Validation fraction per class when DATA_DIR is not pre-split."),
     _opt("--test-split", float, "Test fraction per class when DATA_DIR is not pre-split."),
     _opt("--seed", int, "Seed of the split, initialisation and shuffling."),
-    _opt("--augment", click.Choice(AUGMENT_PRESETS), "Augmentation preset ('seed' = seed 002's ImageDataGenerator)."),
+    _opt("--augment", click.Choice(AUGMENT_PRESETS), "Augmentation preset: light (flip, small rotation and zoom), flips (horizontal and vertical flips, for images without an up: cells, microscopy), seed (seed 002's ImageDataGenerator), none."),
     _opt("--pooling", click.Choice(POOLINGS), "How the feature map becomes a vector."),
     _opt("--hidden", str, "Hidden Dense sizes of the head, comma separated, e.g. 256 or 512,128."),
     _opt("--activation", str, "Activation of the hidden head layers."),

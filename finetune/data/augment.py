@@ -1,5 +1,9 @@
 """Augmentation presets as Keras preprocessing layers (active only in training).
 
+``light`` (the default): horizontal flips, rotations up to 10 degrees, zoom up to
+10%. ``flips``: horizontal and vertical flips only, for images without an up
+and a down (solar cells, microscopy, aerial views): exact, nothing interpolated.
+
 ``seed`` reproduces seed 002's ``ImageDataGenerator`` settings::
 
     ImageDataGenerator(rotation_range=40, width_shift_range=0.2, height_shift_range=0.2,
@@ -22,7 +26,7 @@ import math
 
 import keras
 
-PRESETS = ("none", "light", "seed")
+PRESETS = ("none", "light", "flips", "seed")
 
 
 def augmentation(preset: str = "light", seed: int | None = None) -> keras.Sequential | None:
@@ -41,6 +45,10 @@ def augmentation(preset: str = "light", seed: int | None = None) -> keras.Sequen
             keras.layers.RandomRotation(10 / 360, fill_mode="nearest", seed=seed),
             keras.layers.RandomZoom(0.1, fill_mode="nearest", seed=seed),
         ]
+    elif preset == "flips":  # data without an orientation (EL cells, microscopy, aerial): exact, no interpolation
+        # Two layers: Keras's "horizontal_and_vertical" draws one coin for both (identity or a 180-degree turn only)
+        layers = [keras.layers.RandomFlip("horizontal", seed=seed),
+                  keras.layers.RandomFlip("vertical", seed=None if seed is None else seed + 1)]
     elif preset == "seed":
         shear = math.sin(math.radians(0.2))
         layers = [

@@ -23,3 +23,21 @@ def test_augmentation_acts_only_in_training(preset):
     assert np.array_equal(np.asarray(aug(x, training=False)), x)
     assert not np.allclose(np.asarray(aug(x, training=True)), x)
     assert augmentation("none") is None
+
+
+def test_flips_preset_gives_exact_flips_of_the_image():
+    import numpy as np
+
+    from finetune.data.augment import augmentation
+
+    image = np.random.default_rng(0).integers(0, 255, (1, 8, 8, 3)).astype("float32")
+    aug = augmentation("flips", seed=0)
+    seen = set()
+    for _ in range(40):
+        out = np.asarray(aug(image, training=True))[0]
+        matches = [k for k, ref in {"same": image[0], "h": image[0, :, ::-1], "v": image[0, ::-1],
+                                    "hv": image[0, ::-1, ::-1]}.items() if np.array_equal(out, ref)]
+        assert matches, "a flip preset must not interpolate"
+        seen.add(matches[0])
+    assert seen == {"same", "h", "v", "hv"}
+    assert np.array_equal(np.asarray(aug(image, training=False)), image)
