@@ -75,6 +75,7 @@ class TrainConfig:
     cache_variants: int | None = None
     tune_inputs: str = "auto"
     cache_dtype: str = "float32"
+    time_budget: float | None = None
     output: str = "runs"
     name: str | None = None
 
@@ -108,6 +109,8 @@ class TrainConfig:
             if getattr(self, key) is not None:
                 _check_range(key, getattr(self, key), 0, None)
         _check_range("seed", self.seed, 0, 2**32 - 1)  # what NumPy and TensorFlow accept
+        if self.time_budget is not None:
+            _check_range("time_budget", self.time_budget, 0, None, inclusive_low=False)
         for key in ("l1", "l2"):
             _check_range(key, getattr(self, key), 0, None)
         if self.image_size is not None:

@@ -60,6 +60,8 @@ TRAIN_OPTIONS = [
     click.option("--discriminative/--no-discriminative", "discriminative", default=None,
                  help="Phase 2: base blocks learn at rates spread geometrically from tune-lr/100 to tune-lr. [default: off]"),
     _opt("--clipnorm", float, "Clip gradients to this global norm."),
+    _opt("--time-budget", float, "Minutes the training may take on this machine: each phase stops (best weights "
+         "kept) when its next epoch, timed on the last one, would overrun; phase 1 gets at most a third."),
     _opt("--loop", click.Choice(LOOPS), "Training loop: Keras fit, or finetune's GradientTape Trainer."),
     _opt("--strategy", click.Choice(STRATEGIES), "tf.distribute strategy (multiworker reads TF_CONFIG)."),
     _opt("--precision", click.Choice(PRECISIONS), "mixed = mixed_float16 (GPU)."),

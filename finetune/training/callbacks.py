@@ -180,3 +180,26 @@ class PhaseProgress(keras.callbacks.Callback):
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training when the next epoch, expected to last as long as the last one, would end after ``deadline``.
+
+    ``deadline`` is a :func:`time.monotonic` value. The stop goes through
+    ``model.stop_training``, so early stopping still restores the best weights.
+    """
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline, self.stopped_after, self.epoch_seconds = deadline, None, 0.0
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.monotonic()
+        self.epoch_seconds = now - self._started
+        if now + self.epoch_seconds > self.deadline:
+            self.model.stop_training = True
+            self.stopped_after = epoch + 1

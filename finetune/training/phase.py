@@ -17,7 +17,7 @@ from typing import Any, Literal, Sequence
 import keras
 
 from .callbacks import (
-    Checkpointer, EpochLog, EpochSeeds, PhaseProgress, ResumableEarlyStopping, Stateful, StopOnNaN,
+    Checkpointer, EpochLog, EpochSeeds, PhaseProgress, ResumableEarlyStopping, Stateful, StopOnNaN, TimeBudget,
 )
 
 
@@ -89,6 +89,8 @@ class FitContext:
     callbacks: Sequence[keras.callbacks.Callback] = field(default_factory=tuple)
     verbose: int = 1
     store: Any = None
+    deadline: float | None = None  # time.monotonic() by which the current phase must end (a --time-budget)
+    budget_stop: Any = None  # the TimeBudget callback of the last phase fitted, when there was a deadline
 
 
 def compile_phase(target: keras.Model, phase: Phase, context: FitContext, steps: int,
@@ -146,6 +148,9 @@ def fit_phase(target: keras.Model, phase: Phase, data: PhaseData, context: FitCo
                 stateful[name].load_state_dict(state)
     callbacks = [EpochSeeds(context.seed, context.seeded_model), guard, EpochLog(phase.name, context.rows),
                  *context.callbacks, *stateful.values()]
+    context.budget_stop = TimeBudget(context.deadline) if context.deadline is not None else None
+    if context.budget_stop is not None:
+        callbacks.append(context.budget_stop)
     progress = PhaseProgress(phase.name, last, context.monitor) if context.verbose else None
     # On a terminal, live-image epochs keep Keras's per-epoch bar (they are long); cached epochs share one line.
     keras_verbose = 1 if (progress is not None and progress.tty and phase.inputs == "images") else 0

@@ -107,6 +107,7 @@ class RecipeRun(PhaseInputs):
     def __init__(self, data: Any, config: TrainConfig, *, callbacks=(), verbose: int = 1,
                  checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, validation_data: Any = None):
         start = time.perf_counter()
+        self.budget_end = time.monotonic() + 60 * config.time_budget if config.time_budget else None
         self.config = config
         self.folder = as_image_folder(data, val_split=config.val_split, test_split=config.test_split, seed=config.seed,
                                       validation_data=validation_data)
@@ -202,8 +203,10 @@ class RecipeRun(PhaseInputs):
             before = parts.model.get_weights() if phase.keep == "if_better" else None
             data, target = self._data_for(phase, first_epoch)
             groups = self._groups() if phase.discriminative else None
+            self.context.deadline = self._deadline(phase)
             fit_phase(target, phase, data, self.context, first_epoch=first_epoch,
                       resume=self.in_progress == phase.name, groups=groups)
+            self._note_budget_stop(phase)
             if before is not None and not self._improved(phase, done_before):
                 parts.model.set_weights(before)  # the phase did not help: keep the earlier weights
                 self.kept_earlier = True
@@ -234,6 +237,22 @@ class RecipeRun(PhaseInputs):
 
         return [g for g in layer_groups(self.parts.base, 3) if g] + [self.parts.classifier.trainable_variables]
 
+
+    def _deadline(self, phase: Phase) -> float | None:
+        """When ``phase`` must end under ``--time-budget``: the head phase takes at most a third of what is left
+        when a tuning phase follows (it is the cheap one), the last phase the rest."""
+        if self.budget_end is None:
+            return None
+        if phase.trains == "head" and self.config.tune_epochs:
+            return time.monotonic() + (self.budget_end - time.monotonic()) / 3
+        return self.budget_end
+
+    def _note_budget_stop(self, phase: Phase) -> None:
+        stop = self.context.budget_stop
+        if stop is not None and stop.stopped_after is not None:
+            ran = sum(r["phase"] == phase.name for r in self.rows)
+            self.notes.append(f"time budget {self.config.time_budget:g} min: {phase.name} stopped after {ran} of "
+                              f"{phase.epochs} epochs (the next, about {stop.epoch_seconds:.0f} s, would overrun)")
 
     def _improved(self, phase: Phase, earlier: list[dict[str, Any]]) -> bool:
         monitor = self.context.monitor

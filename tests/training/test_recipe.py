@@ -106,3 +106,12 @@ def test_a_saved_result_loads_without_warnings(image_folder, tmp_path):
         warnings.simplefilter("always")
         keras.models.load_model(tmp_path / "m.keras")
     assert [str(w.message) for w in caught] == []
+
+
+def test_time_budget_stops_each_phase_when_the_next_epoch_would_overrun(image_folder):
+    config = TrainConfig(data=str(image_folder), **TINY_RUN, head_epochs=50, tune_epochs=20, patience=0,
+                         time_budget=1e-4)  # 6 ms: every phase stops after its first epoch
+    result = fine_tune(str(image_folder), config, verbose=0)
+    assert [r["phase"] for r in result.history] == ["head", "tune"]
+    assert sum("time budget" in note and "stopped after 1 of" in note for note in result.notes) == 2
+    assert TrainConfig.from_dict(config.to_dict()).time_budget == 1e-4  # --config reproduces the budget
