@@ -79,6 +79,8 @@ def test_train_predict_evaluate_a_multi_label_csv(tmp_path):
     assert model.output_shape == (None, 2) and model.layers[-1].layers[-1].activation.__name__ == "sigmoid"
     thresholds = json.loads((run / "thresholds.json").read_text())
     assert thresholds["labels"] == ["blue", "red"] and len(thresholds["thresholds"]) == 2
+    history = list(csv.DictReader((run / "history.csv").open()))
+    assert float(history[-1]["accuracy"]) > 0.8  # the fraction of labels right, not a one-class reading
     metrics = json.loads((run / "metrics.json").read_text())["test"]
     assert metrics["multi_label"] and metrics["micro_f1"] > 0.8, metrics
     report = (run / "report.md").read_text()

@@ -9,13 +9,13 @@ from .._compat import import_tensorflow_quietly
 import_tensorflow_quietly()  # before Keras starts TensorFlow
 
 from .backbones import Backbone, UnknownBackboneError, get_backbone, list_backbones, preprocessing_layer, register
-from .build import ModelParts, build_model, check_image_size, input_size_for, is_multi_label, is_small, loss_for
+from .build import ModelParts, build_model, check_image_size, input_size_for, is_multi_label, is_small, loss_for, metrics_for
 from .freeze import UnfreezePolicy, backbone_from_model, blocks_of, freeze
 from .heads import HeadConfig, build_classifier, pooling_layer
 from .reuse import reuse
 
 __all__ = [
     "Backbone", "HeadConfig", "ModelParts", "UnfreezePolicy", "UnknownBackboneError", "backbone_from_model",
-    "blocks_of", "build_classifier", "build_model", "check_image_size", "input_size_for", "is_multi_label", "is_small", "freeze", "get_backbone", "list_backbones", "loss_for",
+    "blocks_of", "build_classifier", "build_model", "check_image_size", "input_size_for", "is_multi_label", "is_small", "freeze", "get_backbone", "list_backbones", "loss_for", "metrics_for",
     "pooling_layer", "preprocessing_layer", "register", "reuse",
 ]

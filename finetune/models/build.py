@@ -126,6 +126,12 @@ def loss_for(num_classes: int, multi_label: bool = False) -> str:
     return "binary_crossentropy" if num_classes == 2 or multi_label else "sparse_categorical_crossentropy"
 
 
+def metrics_for(multi_label: bool = False) -> list:
+    """Training metrics: ``accuracy`` (for multi-label, the fraction of labels right: Keras's string
+    ``"accuracy"`` would read several-hot targets as one class)."""
+    return [keras.metrics.BinaryAccuracy(name="accuracy")] if multi_label else ["accuracy"]
+
+
 def is_multi_label(model: keras.Model) -> bool:
     """Whether ``model`` ends in several independent sigmoids (a multi-label head).
 

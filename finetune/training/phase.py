@@ -16,6 +16,7 @@ from typing import Any, Literal, Sequence
 
 import keras
 
+from ..models import metrics_for
 from .callbacks import (
     Checkpointer, EpochLog, EpochSeeds, PhaseProgress, ResumableEarlyStopping, Stateful, StopOnNaN, TimeBudget,
 )
@@ -89,6 +90,7 @@ class FitContext:
     callbacks: Sequence[keras.callbacks.Callback] = field(default_factory=tuple)
     verbose: int = 1
     store: Any = None
+    multi_label: bool = False
     deadline: float | None = None  # time.monotonic() by which the current phase must end (a --time-budget)
     budget_stop: Any = None  # the TimeBudget callback of the last phase fitted, when there was a deadline
 
@@ -114,7 +116,8 @@ def compile_phase(target: keras.Model, phase: Phase, context: FitContext, steps:
             optimizer = discriminative_optimizer(context.optimizer, rate, groups, **extra)
         else:
             optimizer = make_optimizer(context.optimizer, rate, **extra)
-        target.compile(optimizer=optimizer, loss=context.loss, metrics=["accuracy"], jit_compile=context.jit)
+        target.compile(optimizer=optimizer, loss=context.loss, metrics=metrics_for(context.multi_label),
+                       jit_compile=context.jit)
     return plateau
 
 

@@ -27,7 +27,7 @@ from ..config import ConfigError, TrainConfig
 from ..data import as_image_folder, balanced_class_weights, grayscale_fraction, make_dataset, typical_size
 from ..models import (
     Backbone, UnfreezePolicy, backbone_from_model, build_model, freeze, get_backbone, input_size_for, is_small,
-    loss_for,
+    loss_for, metrics_for,
 )
 from .checkpoint import RunCheckpoint
 from .inputs import PhaseInputs
@@ -158,7 +158,7 @@ class RecipeRun(PhaseInputs):
             seeded_model=self.parts.model, strategy=strategy, clipnorm=config.clipnorm, jit=config.jit,
             # model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras #20585)
             loop="trainer" if config.strategy == "multiworker" else config.loop,
-            callbacks=list(callbacks), verbose=verbose, store=self.store,
+            callbacks=list(callbacks), verbose=verbose, store=self.store, multi_label=self.folder.multi_label,
         )
         self.unfreeze_epoch: int | None = None
         self.unfrozen_layers: list[str] = []
@@ -222,7 +222,7 @@ class RecipeRun(PhaseInputs):
         freeze(self.parts.base)
         # Compiled afresh for the frozen base: ready for model.fit, and saved without a stale phase-2 optimizer.
         self.parts.model.compile(optimizer=make_optimizer(self.config.optimizer, self.config.lr),
-                                 loss=self.context.loss, metrics=["accuracy"])
+                                 loss=self.context.loss, metrics=metrics_for(self.folder.multi_label))
         self.parts.model.optimizer.build(self.parts.model.trainable_variables)
         for name in ("head", "tune"):
             self.timings.setdefault(name, 0.0)
