@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from .choices import (
-    AUGMENT_PRESETS, CACHE_DTYPES, CLASS_WEIGHTS, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, SCHEDULES, STRATEGIES,
+    AUGMENT_PRESETS, CACHE_DTYPES, CLASS_WEIGHTS, DECISIONS, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, SCHEDULES, STRATEGIES,
     RESIZE_POLICIES, TUNE_INPUTS,
 )
 from .util import suggest
@@ -71,6 +71,7 @@ class TrainConfig:
     tensorboard: bool = False
     mlflow: str | None = None
     class_weight: str | None = None
+    decision: str = "accuracy"
     cache_features: bool = True
     cache_variants: int | None = None
     tune_inputs: str = "auto"
@@ -124,6 +125,7 @@ class TrainConfig:
         if any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden: layer sizes must be >= 1, got {self.hidden}")
         _check_choice("augment", self.augment, AUGMENT_PRESETS)
+        _check_choice("decision", self.decision, DECISIONS)
         _check_choice("pooling", self.pooling, POOLINGS)
         _check_choice("class_weight", self.class_weight, (None, *CLASS_WEIGHTS))
         _check_choice("schedule", self.schedule, SCHEDULES)

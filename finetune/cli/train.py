@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..choices import (
-    AUGMENT_PRESETS, CACHE_DTYPES, CLASS_WEIGHTS, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, RESIZE_POLICIES, SCHEDULES,
+    AUGMENT_PRESETS, CACHE_DTYPES, CLASS_WEIGHTS, DECISIONS, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, RESIZE_POLICIES, SCHEDULES,
     STRATEGIES, TUNE_INPUTS,
 )
 from .app import _defaults, _start_tensorflow, main
@@ -68,6 +68,8 @@ TRAIN_OPTIONS = [
     click.option("--jit/--no-jit", "jit", default=None, help="XLA-compile training steps (GPU; slow on CPU). [default: off]"),
     _opt("--patience", int, "Early-stopping patience on val loss, best weights restored (0 disables)."),
     _opt("--class-weight", click.Choice(CLASS_WEIGHTS), "Weight classes inversely to their frequency."),
+    _opt("--decision", click.Choice(DECISIONS), "accuracy: predict the most probable class; balanced: divide by the "
+         "class priors (power fitted on val, written into the last layer's bias) for balanced accuracy on imbalanced data."),
     click.option("--cache-features/--no-cache-features", "cache_features", default=None,
                  help="Run the frozen base once and train the head on cached features. [default: on]"),
     _opt("--cache-variants", int, "K augmented copies per image in the caches: phase 1 trains on the original and all "

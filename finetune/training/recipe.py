@@ -94,6 +94,7 @@ def fine_tune(
                         validation_data=validation_data)
         for phase in recipe_phases(config):
             run.fit(phase)
+        run.decide()
         return run.result()
 
 
@@ -134,6 +135,9 @@ class RecipeRun(PhaseInputs):
         config.image_size = self.parts.image_size
         self.policy = _unfreeze_policy(config, self.parts.backbone)
         self.policy.start_index(self.parts.base)  # fail on a bad unfreeze point before any training
+        if config.decision == "balanced" and self.folder.multi_label:
+            raise ConfigError("decision: 'balanced' corrects one-label class priors; a multi-label run has per-label "
+                              "thresholds chosen on val instead (drop --decision)")
         if config.class_weight == "balanced" and self.folder.multi_label:
             raise ConfigError("class_weight: 'balanced' weighs one label per image; a multi-label task takes none "
                               "(drop --class-weight)")
@@ -215,6 +219,17 @@ class RecipeRun(PhaseInputs):
         elif phase.keep == "if_better":
             self.kept_earlier = not self._improved(phase, done_before)
         self.timings[phase.name] = self.timings.get(phase.name, 0.0) + time.perf_counter() - started
+
+    def decide(self) -> None:
+        """Apply the config's decision rule (``balanced``: a class-prior correction fitted on val)."""
+        if self.config.decision != "balanced":
+            return
+        if self.val_ds is None:
+            self.notes.append("decision balanced: no validation split to fit the prior correction on; plain argmax")
+            return
+        from .decision import correct_priors
+
+        self.notes.append(correct_priors(self.parts.model, self.val_ds, self.folder.counts("train")).describe())
 
     def result(self) -> FineTuneResult:
         from .optim import make_optimizer

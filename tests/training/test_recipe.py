@@ -115,3 +115,27 @@ def test_time_budget_stops_each_phase_when_the_next_epoch_would_overrun(image_fo
     assert [r["phase"] for r in result.history] == ["head", "tune"]
     assert sum("time budget" in note and "stopped after 1 of" in note for note in result.notes) == 2
     assert TrainConfig.from_dict(config.to_dict()).time_budget == 1e-4  # --config reproduces the budget
+
+
+def test_balanced_decision_corrects_priors_in_the_last_bias(tmp_path):
+    """An imbalanced folder (30 vs 6 images, overlapping classes): the balanced rule shifts the bias toward the
+    rare class, names tau in the notes, and the saved model carries it as a stock layer."""
+    from conftest import make_image_folder
+
+    root = make_image_folder(tmp_path / "data", classes=2, per_class=6)
+    rich = make_image_folder(tmp_path / "more", classes=1, per_class=30, seed=3)
+    for i, f in enumerate(sorted((rich / "class_a").iterdir())):
+        f.rename(root / "class_a" / f"extra_{i}.png")
+    run = {**TINY_RUN, "head_epochs": 5, "tune_epochs": 0, "val_split": 0.3, "test_split": 0.0, "verbose": 0}
+    plain = fine_tune(str(root), **run)
+    balanced = fine_tune(str(root), **run, decision="balanced")
+    note = [n for n in balanced.notes if n.startswith("decision balanced")]
+    assert len(note) == 1 and "tau" in note[0]
+    tau = float(note[0].split("tau ")[1].split()[0])
+    bias_plain = plain.parts.classifier.get_layer("predictions").get_weights()[1]
+    bias_balanced = balanced.parts.classifier.get_layer("predictions").get_weights()[1]
+    # one sigmoid unit (class_b is 1): rarer class_b gets +tau * log(n_a / n_b)
+    n_a, n_b = balanced.folder.counts("train")
+    assert bias_balanced[0] - bias_plain[0] == pytest.approx(tau * np.log(n_a / n_b), abs=1e-5)
+    with pytest.raises(ConfigError, match="decision"):
+        fine_tune(str(root), **{**run, "decision": "argmax"})
