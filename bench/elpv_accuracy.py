@@ -143,10 +143,35 @@ def defective_recall(cm) -> float:
     return float(cm[3, 3] / max(cm[3].sum(), 1))
 
 
+def split_metrics(result, items, config) -> dict:
+    """Every reported metric of ``result.model`` on ``items``, overall and per cell type."""
+    from finetune.runs import evaluate_split
+
+    by_type = {}
+    for cell_type in ("mono", "poly"):
+        subset = [it for it in items if os.path.basename(it[0]).startswith(cell_type + "_")]
+        by_type[cell_type] = evaluate_split(result.model, subset, result.class_names, result.parts.image_size,
+                                            config.batch_size, config.resize)
+    cm = [[a + b for a, b in zip(ra, rb)] for ra, rb in zip(by_type["mono"]["confusion_matrix"],
+                                                           by_type["poly"]["confusion_matrix"])]
+    n = sum(map(sum, cm))
+    return {
+        "n": n,
+        "accuracy": sum(cm[i][i] for i in range(len(cm))) / n,
+        "binary": binary_accuracy(cm),
+        "deitsch_binary": deitsch_binary(cm),
+        "balanced": balanced_accuracy(cm),
+        "defective_recall": defective_recall(cm),
+        "mono": by_type["mono"]["accuracy"], "poly": by_type["poly"]["accuracy"],
+        "mono_binary": binary_accuracy(by_type["mono"]["confusion_matrix"]),
+        "poly_binary": binary_accuracy(by_type["poly"]["confusion_matrix"]),
+        "confusion_matrix": cm,
+    }
+
+
 def run_seed(tree: Path, seed: int, overrides: dict, split: str) -> dict:
     from finetune.config import TrainConfig
     from finetune.data import scan_folder
-    from finetune.runs import evaluate_split
     from finetune.training import fine_tune
 
     start = time.perf_counter()
@@ -160,29 +185,21 @@ def run_seed(tree: Path, seed: int, overrides: dict, split: str) -> dict:
                       "tune": sum(r["phase"] == "tune" for r in result.history)},
            "kept_phase1": result.kept_phase1, "kept": result.kept_reason(), "notes": result.notes,
            "history": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in result.history]}
-    for name in ("val", "test") if split == "test" else ("val",):
-        items = folder.splits[name]
-        by_type = {}
-        for cell_type in ("mono", "poly"):
-            subset = [it for it in items if os.path.basename(it[0]).startswith(cell_type + "_")]
-            by_type[cell_type] = evaluate_split(result.model, subset, result.class_names, result.parts.image_size,
-                                                config.batch_size, config.resize)
-        cm = [[a + b for a, b in zip(ra, rb)] for ra, rb in zip(by_type["mono"]["confusion_matrix"],
-                                                               by_type["poly"]["confusion_matrix"])]
-        n = sum(map(sum, cm))
-        out[name] = {
-            "n": n,
-            "accuracy": sum(cm[i][i] for i in range(len(cm))) / n,
-            "binary": binary_accuracy(cm),
-            "deitsch_binary": deitsch_binary(cm),
-            "balanced": balanced_accuracy(cm),
-            "defective_recall": defective_recall(cm),
-            "mono": by_type["mono"]["accuracy"], "poly": by_type["poly"]["accuracy"],
-            "mono_binary": binary_accuracy(by_type["mono"]["confusion_matrix"]),
-            "poly_binary": binary_accuracy(by_type["poly"]["confusion_matrix"]),
-            "confusion_matrix": cm,
-        }
-    out["wall_s"] = round(time.perf_counter() - start, 1)
+    names = ("val", "test") if split == "test" else ("val",)
+    for name in names:
+        out[name] = split_metrics(result, folder.splits[name], config)
+    out["wall_s"] = round(time.perf_counter() - start, 1)  # training and the plain evaluation
+    if config.decision == "accuracy":  # the same model under --decision balanced (a correction fitted on val)
+        from finetune.data import make_dataset
+        from finetune.training.decision import correct_priors
+
+        val_ds = make_dataset(folder.splits["val"], result.parts.image_size, batch_size=config.batch_size,
+                              cache=None, resize=config.resize)
+        correction = correct_priors(result.model, val_ds, folder.counts("train"))
+        out["prior_correction"] = {"tau": correction.tau, "val_balanced_before": correction.balanced_before,
+                                   "val_balanced_after": correction.balanced_after}
+        for name in names:
+            out[name + "_balanced_decision"] = split_metrics(result, folder.splits[name], config)
     out["train_s"] = round(train_s, 1)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
@@ -284,6 +301,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mono {mono[0]:.1f}% +- {mono[1]:.1f}, poly {poly[0]:.1f}% +- {poly[1]:.1f}, "
           f"binary {binary[0]:.1f}% +- {binary[1]:.1f}; wall {wall[0]:.0f}s +- {wall[1]:.0f} a seed; "
           f"peak RSS {rss:.0f} MB")
+    if all(f"{args.split}_balanced_decision" in r for r in results):
+        other = [r[f"{args.split}_balanced_decision"] for r in results]
+        b_acc, b_bal = mean_std([m["accuracy"] * 100 for m in other]), mean_std([m["balanced"] * 100 for m in other])
+        b_bin = mean_std([m["deitsch_binary"] * 100 for m in other])
+        taus = [r["prior_correction"]["tau"] for r in results]
+        print(f"same models with --decision balanced (tau {', '.join(f'{t:g}' for t in taus)} fitted on val): "
+              f"4-class {b_acc[0]:.1f}% +- {b_acc[1]:.1f}, balanced {b_bal[0]:.1f}% +- {b_bal[1]:.1f}, "
+              f"binary p>0.5 {b_bin[0]:.1f}%")
     print(f"ELPV 4-class {args.split} accuracy: {acc[0]:.1f}% +- {acc[1]:.1f} (mean of {len(results)} seed"
           f"{'s' if len(results) > 1 else ''}), balanced {balanced[0]:.1f}%, binary p>0.5 {deitsch[0]:.1f}%, "
           f"0-vs-rest {binary[0]:.1f}%")
