@@ -48,7 +48,8 @@ def test_space_separated_labels_and_a_label_only_in_test(tmp_path):
         Image.new("RGB", (8, 8)).save(tmp_path / f"{i}.png")
     (tmp_path / "l.csv").write_text("path,label,split\n0.png,cat dog,train\n1.png,cat,train\n2.png,dog,val\n"
                                     "3.png,bird,test\n")
-    with pytest.raises(DataError, match="bird never occur in the training split"):
+    with pytest.raises(DataError, match="bird never occur in the training split"), \
+            pytest.warns(UserWarning, match="separate the labels of a cell with ';'"):
         from_csv(tmp_path / "l.csv")
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -76,6 +77,10 @@ def from_csv(path: str | os.PathLike, *, val_split: float = 0.1, test_split: flo
     skipped += [Skipped(p, reason) for p, reason in bad.items()]
     good = [r for r in records if r[0] not in bad]
     separator = label_separator([label for _, label, _ in good])
+    if separator == " ":
+        warnings.warn(f"{path.name}: labels hold spaces and no ';', so they are read as several labels per image "
+                      "(multi-label); if a label name has spaces, separate the labels of a cell with ';'",
+                      UserWarning, stacklevel=2)
     if separator is not None:
         return _multi_label_folder(str(path), good, skipped, separator, val_split, test_split, seed)
     return _folder(str(path), good, skipped, val_split, test_split, seed)
