@@ -19,7 +19,13 @@ from .app import _start_tensorflow, main
 def serve(run_dir, port, host, allow_host, top_k, max_upload_mb):
     """A local web page to try RUN_DIR: drop images, see top-k classes and the Grad-CAM overlay."""
     _start_tensorflow()
-    from werkzeug.serving import make_server
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class PlainLog(WSGIRequestHandler):
+        """One plain access line per request (Werkzeug colours them with escape codes, even in a log file)."""
+
+        def log_request(self, code="-", size="-"):
+            self.log("info", '"%s" %s %s', self.requestline, code, size)
 
     from ..serve import LOOPBACK_NAMES, create_app, exposure_warning, machine_names
 
@@ -29,7 +35,7 @@ def serve(run_dir, port, host, allow_host, top_k, max_upload_mb):
     hosts = (*LOOPBACK_NAMES, *allow_host, *((host, *machine_names()) if warning else ()))
     app = create_app(run_dir, top_k=top_k, max_upload_mb=max_upload_mb, hosts=hosts)
     try:
-        server = make_server(host, port, app, threaded=True)
+        server = make_server(host, port, app, threaded=True, request_handler=PlainLog)
     except OSError as err:
         raise click.ClickException(f"cannot listen on {host}:{port} ({err.strerror or err}); pick another --port") from None
     shown = "localhost" if host in LOOPBACK_NAMES else host
