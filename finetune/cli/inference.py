@@ -108,7 +108,7 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
 
     forward = inference_fn(model)  # traced once, for every batch
     # Each file decoded once, in parallel with the model, natively where TensorFlow decodes it as PIL does.
-    for chunk, images, bad in decoded_batches(files, image_size, batch_size=32, **fit):
+    for chunk, images, bad in decoded_batches(files, image_size, **fit):
         for f, reason in bad:
             click.secho(f"skipped {f}: {reason}", fg="yellow", err=True)
         if not chunk:

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from PIL import Image
@@ -103,14 +104,17 @@ def fit_tensor(image, image_size: int, resize: str):
     return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
-def decoded_batches(paths: Sequence[str], image_size: int, resize: str = "squash", *, batch_size: int = 32, **fit):
-    """Yield ``(paths, float32 images, [(bad path, reason)])`` batch by batch, in order.
+def decoded_batches(paths: Sequence[str], image_size: int, resize: str = "squash", *, batch_size: int = 256,
+                    workers: int | None = None, **fit):
+    """Yield ``(paths, float32 images, [(bad path, reason)])`` chunk by chunk, in order.
 
-    Files decode in ``tf.data``'s threads (natively where :func:`is_native`), while
-    the caller works on the previous batch. A file that fails is named with
-    :func:`~finetune.data.images.decode_checked`'s reason, in the batch where it
-    would have been.
+    Each file is decoded once, in a thread pool: natively (a compiled ``tf.io``
+    decode, which releases the GIL) where :func:`is_native`, else with PIL. A file
+    that fails is named with :func:`~finetune.data.images.decode_checked`'s reason.
+    The next chunk decodes while the caller works on the current one.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
     import tensorflow as tf
 
@@ -118,20 +122,30 @@ def decoded_batches(paths: Sequence[str], image_size: int, resize: str = "squash
 
     paths = list(paths)
     flags = [False] * len(paths) if fit else native_flags(paths)
-    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), paths or [""], flags or [False]))
-    ds = ds.take(len(paths)).map(lambda i, p, n: (i, decode_file(p, image_size, resize, n, **fit)),
-                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.ignore_errors().batch(batch_size).prefetch(2)
+    native = tf.function(lambda p: decode_file(p, image_size, resize, True),
+                         input_signature=[tf.TensorSpec((), tf.string)])
 
-    def reasons(indices):
-        return [(paths[j], decode_checked(paths[j], image_size, resize, **fit)[1] or "could not be decoded")
-                for j in indices]
+    def decode(job):
+        path, is_native = job
+        if is_native:
+            try:
+                return native(tf.constant(path)).numpy(), None
+            except Exception:  # noqa: BLE001 - TensorFlow refused it: PIL's checks give the reason
+                pass
+        return decode_checked(path, image_size, resize, **fit)
 
-    done = 0
-    for index, images in ds:
-        index = index.numpy()
-        yield [paths[j] for j in index], images.numpy().astype(np.float32), reasons(
-            sorted(set(range(done, int(index[-1]) + 1)) - set(index.tolist())))
-        done = int(index[-1]) + 1
-    if done < len(paths):
-        yield [], np.zeros((0, image_size, image_size, 3), np.float32), reasons(range(done, len(paths)))
+    starts = list(range(0, len(paths), batch_size))
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+        def submit(start):
+            return [pool.submit(decode, job) for job in zip(paths[start:start + batch_size],
+                                                             flags[start:start + batch_size])]
+
+        pending = submit(starts[0]) if starts else []
+        for i, start in enumerate(starts):
+            chunk = paths[start:start + batch_size]
+            decoded = [future.result() for future in pending]
+            pending = submit(starts[i + 1]) if i + 1 < len(starts) else []  # decoded while the caller predicts
+            good = [p for p, (pixels, _) in zip(chunk, decoded) if pixels is not None]
+            images = (np.stack([pixels for pixels, _ in decoded if pixels is not None]).astype(np.float32) if good
+                      else np.zeros((0, image_size, image_size, 3), np.float32))
+            yield good, images, [(p, reason) for p, (_, reason) in zip(chunk, decoded) if reason is not None]
