@@ -65,8 +65,7 @@ def evaluate_split(model: keras.Model, items, class_names, image_size: int, batc
     A multi-label model gets :func:`~finetune.evaluation.metrics.multilabel_metrics`
     at ``thresholds`` (one per label; 0.5 each by default).
     """
-    ds = make_dataset(items, image_size, batch_size=batch_size, binary=len(class_names) == 2, cache=None, resize=resize)
-    probs, labels = probabilities(model, ds)
+    probs, labels = _probabilities(model, items, class_names, image_size, batch_size, resize)
     if is_multi_label(model):
         return multilabel_metrics(labels, probs, class_names, thresholds)
     return classification_metrics(labels, probs, class_names)
@@ -75,15 +74,27 @@ def evaluate_split(model: keras.Model, items, class_names, image_size: int, batc
 def val_thresholds(model: keras.Model, items, class_names, image_size: int, batch_size: int = 32,
                    resize: str = "squash") -> list[float]:
     """Per-label thresholds of a multi-label model that maximise F1 on ``items`` (the validation split)."""
-    ds = make_dataset(items, image_size, batch_size=batch_size, cache=None, resize=resize)
-    probs, labels = probabilities(model, ds)
-    return choose_thresholds(labels, probs)
+    return choose_thresholds(*_probabilities(model, items, class_names, image_size, batch_size, resize))
+
+
+def _probabilities(model: keras.Model, items, class_names, image_size: int, batch_size: int, resize: str):
+    """``(probs, labels)`` of ``model`` on ``[(path, label), ...]``, images fitted by ``resize``."""
+    ds = make_dataset(items, image_size, batch_size=batch_size, binary=len(class_names) == 2, cache=None, resize=resize)
+    return probabilities(model, ds)
 
 
 def load_thresholds(run_dir: str | Path) -> list[float] | None:
     """The per-label thresholds a multi-label run chose on its validation split (``None`` for other runs)."""
     path = Path(run_dir) / "thresholds.json"
     return json.loads(path.read_text(encoding="utf-8"))["thresholds"] if path.exists() else None
+
+
+def label_thresholds(run_dir: str | Path, model: keras.Model, class_names) -> list[float] | None:
+    """What ``predict`` and ``serve`` apply: the run's thresholds for a multi-label model (0.5 each when the run
+    has none), ``None`` for a model with one label per image."""
+    if not is_multi_label(model):
+        return None
+    return load_thresholds(run_dir) or [0.5] * len(class_names)
 
 
 def _without_training_state(model: keras.Model) -> keras.Model:

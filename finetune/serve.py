@@ -40,13 +40,14 @@ class Predictor:
     """
 
     def __init__(self, run_dir: str | Path, *, top_k: int = 3):
-        from .models import is_multi_label
-        from .runs import load_run, load_thresholds
+        from .evaluation.predict import inference_fn
+        from .runs import label_thresholds, load_run
 
         self.run_dir = Path(run_dir)
         self.model, self.config, self.class_names = load_run(run_dir)
-        self.multi_label = is_multi_label(self.model)
-        self.thresholds = (load_thresholds(run_dir) or [0.5] * len(self.class_names)) if self.multi_label else None
+        self.thresholds = label_thresholds(run_dir, self.model, self.class_names)
+        self.multi_label = self.thresholds is not None
+        self._forward = inference_fn(self.model)  # traced once, for every request
         self.top_k = max(1, min(top_k, len(self.class_names)))
         self._lock = threading.Lock()
 
@@ -63,18 +64,20 @@ class Predictor:
         from .data import DataError
         from .data.images import decode_checked
         from .evaluation.explain import CannotExplain, grad_cam, overlay
-        from .evaluation.predict import predict_batches
+        from .evaluation.metrics import labels_over
+        from .evaluation.predict import as_class_probs
 
         pixels, reason = decode_checked(path, self.config.image_size, self.config.resize)
         if pixels is None:
             raise DataError(f"{name}: {reason}")
         image = pixels.astype(np.float32)
         with self._lock:
-            probs = predict_batches(self.model, image[None], as_classes=True)[0]
-            try:
+            try:  # Grad-CAM's forward pass gives the probabilities too
                 explanation = grad_cam(self.model, image[None])[0]
+                probs = explanation.probabilities
             except CannotExplain as err:
                 explanation, why = None, str(err)
+                probs = as_class_probs(self._forward(image[None]))[0]
         order = np.argsort(-probs)[: self.top_k]
         answer: dict[str, Any] = {
             "file": name,
@@ -82,7 +85,7 @@ class Predictor:
             "image": _png_data_url(pixels),
         }
         if self.multi_label:
-            answer["labels"] = [n for n, p, t in zip(self.class_names, probs, self.thresholds) if p >= t]
+            answer["labels"] = labels_over(probs, self.class_names, self.thresholds)
         if explanation is not None:
             answer["gradcam"] = {"label": self.class_names[explanation.class_index],
                                  "image": _png_data_url(overlay(pixels, explanation))}

@@ -69,6 +69,7 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
     from ..data import IMAGE_EXTENSIONS
     from ..data.native import decoded_batches
     from ..evaluation.diagnostics import predict_images
+    from ..evaluation.metrics import labels_over
 
     if imagenet:
         from ..models.backbones.imagenet import imagenet_classifier
@@ -84,11 +85,9 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
         image_size, fit = config.image_size, dict(resize=config.resize)
     thresholds = None
     if not imagenet:
-        from ..models import is_multi_label
-        from ..runs import load_thresholds
+        from ..runs import label_thresholds
 
-        if is_multi_label(model):
-            thresholds = load_thresholds(run_dir) or [0.5] * len(class_names)
+        thresholds = label_thresholds(run_dir, model, class_names)
     files = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -117,7 +116,7 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
         probs, std, entropy = predict_images(model, images, mc_samples=mc_samples, tta=tta, forward=forward)
         for j, (f, p) in enumerate(zip(chunk, probs)):
             if thresholds is not None:
-                rows.append([f, ";".join(n for n, q, t in zip(class_names, p, thresholds) if q >= t)]
+                rows.append([f, ";".join(labels_over(p, class_names, thresholds))]
                             + [f"{q:.4f}" for q in p])
                 continue
             order = np.argsort(-p)[:k]

@@ -199,6 +199,12 @@ def decode_many(paths: Sequence[str], image_size: int, resize: str = "squash", *
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         decoded = list(pool.map(lambda p: decode_checked(p, image_size, resize, **fit), paths))
+    return as_batch(paths, decoded, image_size)
+
+
+def as_batch(paths: Sequence[str], decoded: Sequence[tuple[np.ndarray | None, str | None]],
+             image_size: int) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+    """``(good paths, float32 batch, [(bad path, reason)])`` from :func:`decode_checked`-style results."""
     good = [p for p, (pixels, _) in zip(paths, decoded) if pixels is not None]
     batch = np.stack([pixels for pixels, _ in decoded if pixels is not None]).astype(np.float32) if good else \
         np.zeros((0, image_size, image_size, 3), np.float32)

@@ -115,10 +115,9 @@ def decoded_batches(paths: Sequence[str], image_size: int, resize: str = "squash
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    import numpy as np
     import tensorflow as tf
 
-    from .images import decode_checked
+    from .images import as_batch, decode_checked
 
     paths = list(paths)
     flags = [False] * len(paths) if fit else native_flags(paths)
@@ -142,10 +141,6 @@ def decoded_batches(paths: Sequence[str], image_size: int, resize: str = "squash
 
         pending = submit(starts[0]) if starts else []
         for i, start in enumerate(starts):
-            chunk = paths[start:start + batch_size]
             decoded = [future.result() for future in pending]
             pending = submit(starts[i + 1]) if i + 1 < len(starts) else []  # decoded while the caller predicts
-            good = [p for p, (pixels, _) in zip(chunk, decoded) if pixels is not None]
-            images = (np.stack([pixels for pixels, _ in decoded if pixels is not None]).astype(np.float32) if good
-                      else np.zeros((0, image_size, image_size, 3), np.float32))
-            yield good, images, [(p, reason) for p, (_, reason) in zip(chunk, decoded) if reason is not None]
+            yield as_batch(paths[start:start + batch_size], decoded, image_size)

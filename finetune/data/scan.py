@@ -282,11 +282,16 @@ def _check_all(files: list[str], workers: int, progress: Callable[[int, int], No
                     yield path, reason
 
 
+def check_fractions(val: float, test: float) -> None:
+    """Raise :class:`DataError` unless the validation and test fractions are in [0, 1) and sum to less than 1."""
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise DataError(f"val_split={val} and test_split={test} must be in [0, 1) and sum to less than 1")
+
+
 def _stratified_split(
     root: Path, class_names: list[str], files: dict[str, list[str]], val: float, test: float, seed: int
 ) -> dict[str, list[tuple[str, int]]]:
-    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
-        raise DataError(f"val_split={val} and test_split={test} must be in [0, 1) and sum to less than 1")
+    check_fractions(val, test)
     need = 1 + (val > 0) + (test > 0)
     rng = np.random.default_rng(seed)
     splits: dict[str, list[tuple[str, int]]] = {"train": [], "val": [], "test": []}

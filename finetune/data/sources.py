@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .images import DataError
-from .scan import ImageFolder, Skipped, _check_all, _stratified_split
+from .scan import ImageFolder, Skipped, _check_all, _stratified_split, check_fractions
 
 LABEL_SEPARATORS = (";", " ")
 
@@ -110,8 +110,7 @@ def _multi_label_folder(root: str, records: list[tuple[str, str, str]], skipped:
     rest = []
     for (file, _, split), label in zip(records, flags):
         (splits[split] if split else rest).append((file, label))
-    if not (0 <= val_split < 1 and 0 <= test_split < 1 and val_split + test_split < 1):
-        raise DataError(f"val_split={val_split} and test_split={test_split} must be in [0, 1) and sum to less than 1")
+    check_fractions(val_split, test_split)
     order = np.random.default_rng(seed).permutation(len(rest))
     n_val = 0 if splits["val"] else round(len(rest) * val_split)
     n_test = 0 if splits["test"] else round(len(rest) * test_split)

@@ -15,27 +15,41 @@ def classification_metrics(labels: Sequence[int], probs: np.ndarray, class_names
     cm = np.zeros((k, k), dtype=int)
     np.add.at(cm, (labels, preds), 1)
     per_class = {}
-    recalls = []
     for i, name in enumerate(class_names):
         tp, support, predicted = cm[i, i], cm[i].sum(), cm[:, i].sum()
         precision = tp / predicted if predicted else 0.0
         recall = tp / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         per_class[name] = {"precision": float(precision), "recall": float(recall), "f1": float(f1), "support": int(support)}
-        if support:
-            recalls.append(recall)
     eps = 1e-7
     nll = -np.log(np.clip(probs[np.arange(len(labels)), labels], eps, 1.0)).mean() if len(labels) else float("nan")
     return {
         "n": int(len(labels)),
         "accuracy": float((preds == labels).mean()) if len(labels) else float("nan"),
-        "balanced_accuracy": float(np.mean(recalls)) if recalls else float("nan"),
+        "balanced_accuracy": balanced_accuracy(labels, preds, k),
         "loss": float(nll),
         "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])),
         "per_class": per_class,
         "confusion_matrix": cm.tolist(),
         "class_names": list(class_names),
     }
+
+
+def balanced_accuracy(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> float:
+    """Mean recall over the classes present in ``labels``.
+
+    Example:
+        >>> balanced_accuracy(np.array([0, 0, 0, 1]), np.array([0, 0, 0, 0]), 2)
+        0.5
+    """
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    recalls = [np.mean(predictions[labels == c] == c) for c in range(num_classes) if np.any(labels == c)]
+    return float(np.mean(recalls)) if recalls else float("nan")
+
+
+def labels_over(probs: Sequence[float], class_names: Sequence[str], thresholds: Sequence[float]) -> list[str]:
+    """The labels whose probability reaches their threshold (a multi-label prediction)."""
+    return [name for name, p, t in zip(class_names, probs, thresholds) if p >= t]
 
 
 def choose_thresholds(labels: np.ndarray, probs: np.ndarray, grid: Sequence[float] | None = None) -> list[float]:

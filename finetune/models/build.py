@@ -140,10 +140,7 @@ def is_multi_label(model: keras.Model) -> bool:
         >>> is_multi_label(head)
         True
     """
-    from .graph import walk_layers
+    from .graph import last_dense
 
-    last = [layer for layer in walk_layers(model) if isinstance(layer, keras.layers.Dense)]
-    if not last:
-        return False
-    activation = getattr(last[-1].activation, "__name__", "")
-    return activation == "sigmoid" and last[-1].units > 1
+    last = last_dense(model)
+    return last is not None and getattr(last.activation, "__name__", "") == "sigmoid" and last.units > 1

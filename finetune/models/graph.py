@@ -7,6 +7,12 @@ from typing import Iterator
 import keras
 
 
+def last_dense(model: keras.layers.Layer) -> keras.layers.Dense | None:
+    """The last ``Dense`` layer of ``model`` (its output layer in a classifier), nested models included."""
+    found = [layer for layer in walk_layers(model) if isinstance(layer, keras.layers.Dense)]
+    return found[-1] if found else None
+
+
 def walk_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
     """``layer``'s sub-layers, depth first, through nested models and ``Sequential`` stacks.
 

@@ -24,6 +24,8 @@ from typing import Sequence
 import keras
 import numpy as np
 
+from ..evaluation.metrics import balanced_accuracy
+
 TAUS = tuple(np.round(np.arange(0.0, 2.01, 0.25), 2))
 
 
@@ -42,12 +44,6 @@ class PriorCorrection:
                 "layer's bias")
 
 
-def balanced_accuracy(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> float:
-    """Mean recall over the classes present in ``labels``."""
-    recalls = [np.mean(predictions[labels == c] == c) for c in range(num_classes) if np.any(labels == c)]
-    return float(np.mean(recalls)) if recalls else float("nan")
-
-
 def fit_tau(probs: np.ndarray, labels: np.ndarray, priors: Sequence[float],
             taus: Sequence[float] = TAUS) -> tuple[float, float, float]:
     """``(tau, balanced accuracy at tau 0, at tau)``: the ``tau`` maximising balanced accuracy (ties: smallest)."""
@@ -62,13 +58,13 @@ def fit_tau(probs: np.ndarray, labels: np.ndarray, priors: Sequence[float],
 def correct_priors(model: keras.Model, val_ds, train_counts: Sequence[int]) -> PriorCorrection:
     """Fit ``tau`` on ``val_ds`` and add ``-tau * log prior`` to the last Dense layer's bias of ``model``."""
     from ..evaluation.predict import probabilities
-    from ..models.graph import walk_layers
+    from ..models.graph import last_dense
 
     probs, labels = probabilities(model, val_ds)
     counts = np.asarray(train_counts, np.float64)
     priors = counts / counts.sum()
     tau, before, after = fit_tau(probs, labels, priors)
-    last = [layer for layer in walk_layers(model) if isinstance(layer, keras.layers.Dense)][-1]
+    last = last_dense(model)
     log_prior = np.log(np.clip(priors, 1e-12, 1.0))
     # one sigmoid unit: its logit is log p1/p0, so the shift is the log prior ratio
     offsets = -tau * (log_prior[1:] - log_prior[:1] if last.units == 1 else log_prior)
