@@ -143,7 +143,7 @@ def defective_recall(cm) -> float:
     return float(cm[3, 3] / max(cm[3].sum(), 1))
 
 
-def split_metrics(result, items, config) -> dict:
+def split_metrics(result, items, config, ordinal=None) -> dict:
     """Every reported metric of ``result.model`` on ``items``, overall and per cell type."""
     from finetune.runs import evaluate_split
 
@@ -151,7 +151,7 @@ def split_metrics(result, items, config) -> dict:
     for cell_type in ("mono", "poly"):
         subset = [it for it in items if os.path.basename(it[0]).startswith(cell_type + "_")]
         by_type[cell_type] = evaluate_split(result.model, subset, result.class_names, result.parts.image_size,
-                                            config.batch_size, config.resize)
+                                            config.batch_size, config.resize, ordinal=ordinal)
     cm = [[a + b for a, b in zip(ra, rb)] for ra, rb in zip(by_type["mono"]["confusion_matrix"],
                                                            by_type["poly"]["confusion_matrix"])]
     n = sum(map(sum, cm))
@@ -189,6 +189,19 @@ def run_seed(tree: Path, seed: int, overrides: dict, split: str) -> dict:
     for name in names:
         out[name] = split_metrics(result, folder.splits[name], config)
     out["wall_s"] = round(time.perf_counter() - start, 1)  # training and the plain evaluation
+    if not config.ordinal:  # the same model under --ordinal (cut points fitted on val, for accuracy / balanced)
+        from finetune.data import make_dataset
+        from finetune.evaluation.predict import probabilities
+        from finetune.training.ordinal import fit_ordinal
+
+        val_ds = make_dataset(folder.splits["val"], result.parts.image_size, batch_size=config.batch_size,
+                              cache=None, resize=config.resize)
+        val_probs, val_labels = probabilities(result.model, val_ds)
+        for metric in ("accuracy", "balanced"):
+            rule = fit_ordinal(val_probs, val_labels, metric)
+            out[f"ordinal_{metric}_rule"] = rule.to_dict()
+            for name in names:
+                out[f"{name}_ordinal_{metric}"] = split_metrics(result, folder.splits[name], config, rule)
     if config.decision == "accuracy":  # the same model under --decision balanced (a correction fitted on val)
         from finetune.data import make_dataset
         from finetune.training.decision import correct_priors
@@ -309,6 +322,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"same models with --decision balanced (tau {', '.join(f'{t:g}' for t in taus)} fitted on val): "
               f"4-class {b_acc[0]:.1f}% +- {b_acc[1]:.1f}, balanced {b_bal[0]:.1f}% +- {b_bal[1]:.1f}, "
               f"binary p>0.5 {b_bin[0]:.1f}%")
+    for metric in ("accuracy", "balanced"):
+        key = f"{args.split}_ordinal_{metric}"
+        if all(key in r for r in results):
+            other = [r[key] for r in results]
+            o_acc, o_bal = mean_std([m["accuracy"] * 100 for m in other]), mean_std([m["balanced"] * 100 for m in other])
+            o_bin = mean_std([m["deitsch_binary"] * 100 for m in other])
+            cuts = ["/".join(f"{c:g}" for c in r[f"ordinal_{metric}_rule"]["cuts"]) for r in results]
+            print(f"same models with --ordinal{' --decision balanced' if metric == 'balanced' else ''} (cuts "
+                  f"{', '.join(cuts)} fitted on val): 4-class {o_acc[0]:.1f}% +- {o_acc[1]:.1f}, balanced "
+                  f"{o_bal[0]:.1f}% +- {o_bal[1]:.1f}, binary p>0.5 {o_bin[0]:.1f}%")
     print(f"ELPV 4-class {args.split} accuracy: {acc[0]:.1f}% +- {acc[1]:.1f} (mean of {len(results)} seed"
           f"{'s' if len(results) > 1 else ''}), balanced {balanced[0]:.1f}%, binary p>0.5 {deitsch[0]:.1f}%, "
           f"0-vs-rest {binary[0]:.1f}%")

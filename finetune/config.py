@@ -72,6 +72,7 @@ class TrainConfig:
     mlflow: str | None = None
     class_weight: str | None = None
     decision: str = "accuracy"
+    ordinal: bool = False
     cache_features: bool = True
     cache_variants: int | None = None
     tune_inputs: str = "auto"

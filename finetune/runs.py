@@ -3,7 +3,7 @@
 ``runs/<name>/`` holds ``model.keras``, ``config.yaml``, ``labels.txt``,
 ``history.csv``, ``curves.png``, ``confusion.png``, ``metrics.json``,
 ``skipped.csv``, ``report.md`` and ``report.html`` (and ``thresholds.json`` for a multi-label
-run). Files are written to a temporary name and
+run, ``ordinal.json`` for an ``--ordinal`` one). Files are written to a temporary name and
 renamed, so a crash never leaves a half-written model; an existing run
 folder is never overwritten.
 """
@@ -59,16 +59,18 @@ def new_run_dir(output: str | Path, name: str | None, *, overwrite: bool = False
 
 
 def evaluate_split(model: keras.Model, items, class_names, image_size: int, batch_size: int = 32,
-                   resize: str = "squash", thresholds=None) -> dict[str, Any]:
+                   resize: str = "squash", thresholds=None, ordinal=None) -> dict[str, Any]:
     """Classification metrics of ``model`` on ``[(path, label), ...]``, images fitted by ``resize``.
 
     A multi-label model gets :func:`~finetune.evaluation.metrics.multilabel_metrics`
-    at ``thresholds`` (one per label; 0.5 each by default).
+    at ``thresholds`` (one per label; 0.5 each by default); with an ``ordinal`` rule
+    (:class:`~finetune.training.ordinal.OrdinalRule`) the classes are its decisions.
     """
     probs, labels = _probabilities(model, items, class_names, image_size, batch_size, resize)
     if is_multi_label(model):
         return multilabel_metrics(labels, probs, class_names, thresholds)
-    return classification_metrics(labels, probs, class_names)
+    decided = ordinal.classes(probs) if ordinal is not None and len(labels) else None
+    return classification_metrics(labels, probs, class_names, decided)
 
 
 def val_thresholds(model: keras.Model, items, class_names, image_size: int, batch_size: int = 32,
@@ -87,6 +89,14 @@ def load_thresholds(run_dir: str | Path) -> list[float] | None:
     """The per-label thresholds a multi-label run chose on its validation split (``None`` for other runs)."""
     path = Path(run_dir) / "thresholds.json"
     return json.loads(path.read_text(encoding="utf-8"))["thresholds"] if path.exists() else None
+
+
+def load_ordinal(run_dir: str | Path):
+    """The :class:`~finetune.training.ordinal.OrdinalRule` of an ``--ordinal`` run (``None`` for other runs)."""
+    from .training.ordinal import OrdinalRule
+
+    path = Path(run_dir) / "ordinal.json"
+    return OrdinalRule.load(path) if path.exists() else None
 
 
 def label_thresholds(run_dir: str | Path, model: keras.Model, class_names) -> list[float] | None:
@@ -202,8 +212,10 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
             {"thresholds": thresholds, "labels": result.class_names, "chosen": why}, indent=2))
         result.notes.append(f"label thresholds {', '.join(f'{n} {t:g}' for n, t in zip(result.class_names, thresholds))}"
                             f" ({why})")
+    if result.ordinal is not None:
+        result.ordinal.save(run_dir / "ordinal.json")
     metrics = evaluate_split(result.model, test_items, result.class_names, result.parts.image_size, config.batch_size,
-                             config.resize, thresholds) if test_items else None
+                             config.resize, thresholds, result.ordinal) if test_items else None
     if metrics is not None:
         metrics["split"] = "test" if result.folder.splits.get("test") else "val"
     if metrics is not None and not result.folder.multi_label:

@@ -41,12 +41,13 @@ class Predictor:
 
     def __init__(self, run_dir: str | Path, *, top_k: int = 3):
         from .evaluation.predict import inference_fn
-        from .runs import label_thresholds, load_run
+        from .runs import label_thresholds, load_ordinal, load_run
 
         self.run_dir = Path(run_dir)
         self.model, self.config, self.class_names = load_run(run_dir)
         self.thresholds = label_thresholds(run_dir, self.model, self.class_names)
         self.multi_label = self.thresholds is not None
+        self.ordinal = load_ordinal(run_dir)
         self._forward = inference_fn(self.model)  # traced once, for every request
         self.top_k = max(1, min(top_k, len(self.class_names)))
         self._lock = threading.Lock()
@@ -86,6 +87,11 @@ class Predictor:
         }
         if self.multi_label:
             answer["labels"] = labels_over(probs, self.class_names, self.thresholds)
+        if self.ordinal is not None:
+            from .training.ordinal import expected_grade
+
+            answer["decision"] = {"label": self.class_names[int(self.ordinal.classes(probs[None])[0])],
+                                  "expected_grade": float(expected_grade(probs[None])[0])}
         if explanation is not None:
             answer["gradcam"] = {"label": self.class_names[explanation.class_index],
                                  "image": _png_data_url(overlay(pixels, explanation))}

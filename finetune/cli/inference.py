@@ -21,7 +21,7 @@ def evaluate(run_dir, data_dir, tta, unsafe):
     """Accuracy, per-class precision/recall/F1 and confusion matrix of a trained run."""
     _start_tensorflow()
     from ..data import as_image_folder
-    from ..runs import evaluate_split, load_thresholds
+    from ..runs import evaluate_split, load_ordinal, load_thresholds
 
     model, config, class_names = _load(run_dir, unsafe)
     if data_dir:
@@ -32,7 +32,9 @@ def evaluate(run_dir, data_dir, tta, unsafe):
         folder = as_image_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
         items = folder.splits.get("test") or folder.splits.get("val")
     metrics = evaluate_split(model, items, class_names, config.image_size, config.batch_size, config.resize,
-                             load_thresholds(run_dir))
+                             load_thresholds(run_dir), load_ordinal(run_dir))
+    if load_ordinal(run_dir) is not None:
+        click.echo(f"classes decided by the run's {load_ordinal(run_dir).describe()}")
     if metrics.get("multi_label"):
         click.echo(f"exact match: {metrics['accuracy']:.2%} on {metrics['n']} images (label accuracy "
                    f"{metrics['label_accuracy']:.2%}, micro F1 {metrics['micro_f1']:.3f}, macro F1 {metrics['macro_f1']:.3f})")
@@ -70,6 +72,7 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
     from ..data.native import decoded_batches
     from ..evaluation.diagnostics import predict_images
     from ..evaluation.metrics import labels_over
+    from ..training.ordinal import expected_grade
 
     if imagenet:
         from ..models.backbones.imagenet import imagenet_classifier
@@ -83,11 +86,12 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
         run_dir, paths = args[0], args[1:]
         model, config, class_names = _load(run_dir, unsafe)
         image_size, fit = config.image_size, dict(resize=config.resize)
-    thresholds = None
+    thresholds, ordinal = None, None
     if not imagenet:
-        from ..runs import label_thresholds
+        from ..runs import label_thresholds, load_ordinal
 
         thresholds = label_thresholds(run_dir, model, class_names)
+        ordinal = load_ordinal(run_dir)
     files = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -103,6 +107,10 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
         header += [f"std_{i}" for i in range(1, k + 1)] + ["entropy"]
     if thresholds is not None:  # multi-label: every label that reaches its threshold, then each label's probability
         header = ["path", "labels"] + [f"prob_{name}" for name in class_names]
+    lead = 1  # columns before the top-k pairs
+    if ordinal is not None:  # the run's ordinal rule decides; the top-k probabilities follow
+        header[1:1] = ["decision", "expected_grade"]
+        lead = 3
     from ..evaluation.predict import inference_fn
 
     forward = inference_fn(model)  # traced once, for every batch
@@ -121,6 +129,8 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
                 continue
             order = np.argsort(-p)[:k]
             row = [f] + [v for i in order for v in (class_names[i], f"{p[i]:.4f}")]
+            if ordinal is not None:
+                row[1:1] = [class_names[int(ordinal.classes(p[None])[0])], f"{float(expected_grade(p[None])[0]):.3f}"]
             if mc_samples:
                 row += [f"{std[j][i]:.4f}" for i in order] + [f"{entropy[j]:.4f}"]
             rows.append(row)
@@ -137,13 +147,14 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
     else:
         for row in rows:
             shown = []
-            for n, i in enumerate(range(1, 2 * k + 1, 2)):
+            for n, i in enumerate(range(lead, lead + 2 * k, 2)):
                 text = f"{row[i]} {float(row[i + 1]):.1%}"
                 if mc_samples:
-                    text += f" +- {float(row[1 + 2 * k + n]):.1%}"
+                    text += f" +- {float(row[lead + 2 * k + n]):.1%}"
                 shown.append(text)
             tail = f" (entropy {float(row[-1]):.3f} nats, {mc_samples} MC-dropout samples)" if mc_samples else ""
-            click.echo(f"{row[0]}: {', '.join(shown)}{tail}")
+            head = f"{row[1]} (ordinal rule, expected grade {row[2]}); " if ordinal is not None else ""
+            click.echo(f"{row[0]}: {head}{', '.join(shown)}{tail}")
     if not predicted:
         sys.exit(1)
 

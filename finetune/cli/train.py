@@ -70,6 +70,9 @@ TRAIN_OPTIONS = [
     _opt("--class-weight", click.Choice(CLASS_WEIGHTS), "Weight classes inversely to their frequency."),
     _opt("--decision", click.Choice(DECISIONS), "accuracy: predict the most probable class; balanced: divide by the "
          "class priors (power fitted on val, written into the last layer's bias) for balanced accuracy on imbalanced data."),
+    click.option("--ordinal/--no-ordinal", "ordinal", default=None,
+                 help="Ordered classes (folders sort in grade order): decide by the expected grade, cut at points "
+                      "fitted on val for accuracy (balanced accuracy with --decision balanced). [default: off]"),
     click.option("--cache-features/--no-cache-features", "cache_features", default=None,
                  help="Run the frozen base once and train the head on cached features. [default: on]"),
     _opt("--cache-variants", int, "K augmented copies per image in the caches: phase 1 trains on the original and all "

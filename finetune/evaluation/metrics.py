@@ -7,11 +7,18 @@ from typing import Any, Sequence
 import numpy as np
 
 
-def classification_metrics(labels: Sequence[int], probs: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, per-class precision/recall/F1/support, confusion matrix."""
+def classification_metrics(labels: Sequence[int], probs: np.ndarray, class_names: Sequence[str],
+                           predictions: Sequence[int] | None = None) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, per-class precision/recall/F1/support, confusion matrix.
+
+    ``predictions`` are the decided classes (e.g. by an ordinal rule); argmax of ``probs`` by default.
+    """
     labels = np.asarray(labels, dtype=int)
     k = len(class_names)
-    preds = np.argmax(probs, axis=1) if len(labels) else np.zeros(0, int)
+    if predictions is not None:
+        preds = np.asarray(predictions, dtype=int)
+    else:
+        preds = np.argmax(probs, axis=1) if len(labels) else np.zeros(0, int)
     cm = np.zeros((k, k), dtype=int)
     np.add.at(cm, (labels, preds), 1)
     per_class = {}

@@ -138,6 +138,10 @@ class RecipeRun(PhaseInputs):
         if config.decision == "balanced" and self.folder.multi_label:
             raise ConfigError("decision: 'balanced' corrects one-label class priors; a multi-label run has per-label "
                               "thresholds chosen on val instead (drop --decision)")
+        if config.ordinal and (self.folder.multi_label or self.folder.num_classes < 3):
+            raise ConfigError("ordinal: needs one label per image and at least 3 ordered classes (class folders sort "
+                              f"in grade order); this task has {self.folder.num_classes} classes"
+                              + (", several labels per image" if self.folder.multi_label else "") + " (drop --ordinal)")
         if config.class_weight == "balanced" and self.folder.multi_label:
             raise ConfigError("class_weight: 'balanced' weighs one label per image; a multi-label task takes none "
                               "(drop --class-weight)")
@@ -165,6 +169,7 @@ class RecipeRun(PhaseInputs):
             callbacks=list(callbacks), verbose=verbose, store=self.store, multi_label=self.folder.multi_label,
         )
         self.unfreeze_epoch: int | None = None
+        self.ordinal = None
         self.unfrozen_layers: list[str] = []
         self.kept_earlier: bool = False
         self._activation_arrays: dict[tuple[str, int], tuple] = {}
@@ -221,11 +226,20 @@ class RecipeRun(PhaseInputs):
         self.timings[phase.name] = self.timings.get(phase.name, 0.0) + time.perf_counter() - started
 
     def decide(self) -> None:
-        """Apply the config's decision rule (``balanced``: a class-prior correction fitted on val)."""
-        if self.config.decision != "balanced":
+        """Fit the config's decision rule on val: ``--ordinal`` cut points (for accuracy, or balanced accuracy
+        under ``decision: balanced``), else for ``decision: balanced`` a class-prior correction in the last bias."""
+        if self.config.decision != "balanced" and not self.config.ordinal:
             return
+        rule = "ordinal" if self.config.ordinal else "decision balanced"
         if self.val_ds is None:
-            self.notes.append("decision balanced: no validation split to fit the prior correction on; plain argmax")
+            self.notes.append(f"{rule}: no validation split to fit the rule on; plain argmax")
+            return
+        if self.config.ordinal:
+            from ..evaluation.predict import probabilities
+            from .ordinal import fit_ordinal
+
+            self.ordinal = fit_ordinal(*probabilities(self.parts.model, self.val_ds), metric=self.config.decision)
+            self.notes.append(self.ordinal.describe())
             return
         from .decision import correct_priors
 
@@ -243,7 +257,7 @@ class RecipeRun(PhaseInputs):
             self.timings.setdefault(name, 0.0)
         return FineTuneResult(self.parts.model, self.parts, self.folder, self.config, self.rows,
                               self.unfreeze_epoch, self.unfrozen_layers, self.timings, self.kept_earlier,
-                              self.policy.describe(), self.notes)
+                              self.policy.describe(), self.notes, self.ordinal)
 
     # -- inputs of a phase ---------------------------------------------------------
 

@@ -26,6 +26,7 @@ class FineTuneResult:
         unfrozen_layers: Names of the base layers trained in phase 2.
         unfreeze_policy: Where phase 2 started unfreezing, in words (e.g. "from layer block6a").
         notes: What the run chose on its own, and why (shown in the report).
+        ordinal: The :class:`~finetune.training.ordinal.OrdinalRule` fitted on val under ``ordinal=True``, else ``None``.
         timings: Seconds spent scanning, caching features, and in each phase.
         kept_phase1: True when phase 2 did not beat phase 1 and its weights were restored.
     """
@@ -41,6 +42,7 @@ class FineTuneResult:
     kept_phase1: bool = False
     unfreeze_policy: str = ""
     notes: list[str] = field(default_factory=list)
+    ordinal: Any = None  # the OrdinalRule fitted on val (``--ordinal``), else None
 
     @property
     def class_names(self) -> list[str]:
