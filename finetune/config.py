@@ -48,6 +48,7 @@ class TrainConfig:
     hidden: list[int] = field(default_factory=list)
     activation: str = "relu"
     dropout: float = 0.2
+    label_smoothing: float = 0.0
     l1: float = 0.0
     l2: float = 0.0
     max_norm: float | None = None
@@ -104,6 +105,7 @@ class TrainConfig:
         _check_range("val_split", self.val_split, 0, 0.9)
         _check_range("test_split", self.test_split, 0, 0.9)
         _check_range("dropout", self.dropout, 0, 0.95)
+        _check_range("label_smoothing", self.label_smoothing, 0, 0.5)
         _check_range("lr", self.lr, 1e-12, 10, inclusive_low=False)
         if self.tune_lr is not None:
             _check_range("tune_lr", self.tune_lr, 1e-12, 10, inclusive_low=False)

@@ -121,9 +121,48 @@ def is_small(spec: Backbone, native: int | None) -> bool:
     return native is not None and native < spec.input_size / 2
 
 
-def loss_for(num_classes: int, multi_label: bool = False) -> str:
-    """Binary cross-entropy for one sigmoid (two classes) or one per label, else sparse categorical."""
-    return "binary_crossentropy" if num_classes == 2 or multi_label else "sparse_categorical_crossentropy"
+def loss_for(num_classes: int, multi_label: bool = False, label_smoothing: float = 0.0):
+    """Binary cross-entropy for one sigmoid (two classes) or one per label, else sparse categorical.
+
+    With ``label_smoothing`` ``s`` the targets become ``1 - s + s / K`` and ``s / K``
+    (``K`` = 2 for each sigmoid), as Keras's losses smooth them.
+
+    Example:
+        >>> loss_for(4)
+        'sparse_categorical_crossentropy'
+        >>> type(loss_for(4, label_smoothing=0.1)).__name__
+        'SparseSmoothedCrossentropy'
+    """
+    binary = num_classes == 2 or multi_label
+    if not label_smoothing:
+        return "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
+    if binary:
+        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
+    return SparseSmoothedCrossentropy(label_smoothing)
+
+
+@keras.saving.register_keras_serializable(package="finetune")
+class SparseSmoothedCrossentropy(keras.losses.Loss):
+    """Categorical cross-entropy with label smoothing, on integer class labels.
+
+    Keras's ``SparseCategoricalCrossentropy`` has no ``label_smoothing``; this one
+    one-hot encodes the labels and calls ``categorical_crossentropy`` with it.
+
+    Args:
+        label_smoothing: ``s`` in ``[0, 1)``: the true class gets ``1 - s + s / K``, the others ``s / K``.
+    """
+
+    def __init__(self, label_smoothing: float = 0.1, name: str = "sparse_smoothed_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        one_hot = keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
 def metrics_for(multi_label: bool = False) -> list:

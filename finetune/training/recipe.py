@@ -161,7 +161,7 @@ class RecipeRun(PhaseInputs):
         if self.completed:
             self.parts.model.load_weights(self.store.final_weights(self.completed[-1]))
         self.context = FitContext(
-            loss=loss_for(self.folder.num_classes, self.folder.multi_label), optimizer=config.optimizer, seed=config.seed,
+            loss=loss_for(self.folder.num_classes, self.folder.multi_label, config.label_smoothing), optimizer=config.optimizer, seed=config.seed,
             monitor="val_loss" if self.val_ds is not None else "loss", rows=list(state.get("rows", [])),
             seeded_model=self.parts.model, strategy=strategy, clipnorm=config.clipnorm, jit=config.jit,
             # model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras #20585)
@@ -251,7 +251,8 @@ class RecipeRun(PhaseInputs):
         freeze(self.parts.base)
         # Compiled afresh for the frozen base: ready for model.fit, and saved without a stale phase-2 optimizer.
         self.parts.model.compile(optimizer=make_optimizer(self.config.optimizer, self.config.lr),
-                                 loss=self.context.loss, metrics=metrics_for(self.folder.multi_label))
+                                 loss=loss_for(self.folder.num_classes, self.folder.multi_label),
+                                 metrics=metrics_for(self.folder.multi_label))
         self.parts.model.optimizer.build(self.parts.model.trainable_variables)
         for name in ("head", "tune"):
             self.timings.setdefault(name, 0.0)
