@@ -49,6 +49,7 @@ class TrainConfig:
     activation: str = "relu"
     dropout: float = 0.2
     label_smoothing: float = 0.0
+    mixup: float = 0.0
     l1: float = 0.0
     l2: float = 0.0
     max_norm: float | None = None
@@ -106,6 +107,10 @@ class TrainConfig:
         _check_range("test_split", self.test_split, 0, 0.9)
         _check_range("dropout", self.dropout, 0, 0.95)
         _check_range("label_smoothing", self.label_smoothing, 0, 0.5)
+        _check_range("mixup", self.mixup, 0, 10)
+        if self.mixup and self.loop == "trainer":
+            raise ConfigError("mixup: needs loop 'fit' (its draws are seeded by the step across epochs); drop --mixup "
+                              "or use --loop fit")
         _check_range("lr", self.lr, 1e-12, 10, inclusive_low=False)
         if self.tune_lr is not None:
             _check_range("tune_lr", self.tune_lr, 1e-12, 10, inclusive_low=False)

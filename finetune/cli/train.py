@@ -69,6 +69,8 @@ TRAIN_OPTIONS = [
     _opt("--patience", int, "Early-stopping patience on val loss, best weights restored (0 disables)."),
     _opt("--label-smoothing", float, "Smooth the training targets by this much (0.1 in timm and Model Maker): "
          "the true class gets 1 - s + s/K."),
+    _opt("--mixup", float, "Mixup alpha (0 = off; fastai 0.4): each training batch mixed with a shuffled copy of "
+         "itself, inputs and targets, on whatever the phase trains on (images, cached activations or features)."),
     _opt("--class-weight", click.Choice(CLASS_WEIGHTS), "Weight classes inversely to their frequency."),
     _opt("--decision", click.Choice(DECISIONS), "accuracy: predict the most probable class; balanced: divide by the "
          "class priors (power fitted on val, written into the last layer's bias) for balanced accuracy on imbalanced data."),

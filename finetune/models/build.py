@@ -121,54 +121,74 @@ def is_small(spec: Backbone, native: int | None) -> bool:
     return native is not None and native < spec.input_size / 2
 
 
-def loss_for(num_classes: int, multi_label: bool = False, label_smoothing: float = 0.0):
+def loss_for(num_classes: int, multi_label: bool = False, label_smoothing: float = 0.0, soft_labels: bool = False):
     """Binary cross-entropy for one sigmoid (two classes) or one per label, else sparse categorical.
 
     With ``label_smoothing`` ``s`` the targets become ``1 - s + s / K`` and ``s / K``
-    (``K`` = 2 for each sigmoid), as Keras's losses smooth them.
+    (``K`` = 2 for each sigmoid), as Keras's losses smooth them. ``soft_labels``: the
+    training targets may be rows of class probabilities (mixup) while validation
+    keeps integer labels.
 
     Example:
         >>> loss_for(4)
         'sparse_categorical_crossentropy'
         >>> type(loss_for(4, label_smoothing=0.1)).__name__
-        'SparseSmoothedCrossentropy'
+        'SmoothedCrossentropy'
     """
     binary = num_classes == 2 or multi_label
-    if not label_smoothing:
+    if not label_smoothing and not soft_labels:
         return "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
-    if binary:
+    if binary:  # Keras's binary cross-entropy takes soft targets as they are
         return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
-    return SparseSmoothedCrossentropy(label_smoothing)
+    return SmoothedCrossentropy(label_smoothing)
 
 
 @keras.saving.register_keras_serializable(package="finetune")
-class SparseSmoothedCrossentropy(keras.losses.Loss):
-    """Categorical cross-entropy with label smoothing, on integer class labels.
+class SmoothedCrossentropy(keras.losses.Loss):
+    """Categorical cross-entropy on integer labels or on rows of class probabilities, with label smoothing.
 
-    Keras's ``SparseCategoricalCrossentropy`` has no ``label_smoothing``; this one
-    one-hot encodes the labels and calls ``categorical_crossentropy`` with it.
+    Keras's ``SparseCategoricalCrossentropy`` has no ``label_smoothing`` and takes
+    no soft targets; this one one-hot encodes integer labels (a target of lower
+    rank than the prediction) and calls ``categorical_crossentropy``.
 
     Args:
         label_smoothing: ``s`` in ``[0, 1)``: the true class gets ``1 - s + s / K``, the others ``s / K``.
     """
 
-    def __init__(self, label_smoothing: float = 0.1, name: str = "sparse_smoothed_crossentropy", **kwargs):
+    def __init__(self, label_smoothing: float = 0.1, name: str = "smoothed_crossentropy", **kwargs):
         super().__init__(name=name, **kwargs)
         self.label_smoothing = float(label_smoothing)
 
     def call(self, y_true, y_pred):
-        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
-        one_hot = keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1], dtype=y_pred.dtype)
-        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=self.label_smoothing)
+        if len(y_true.shape) < len(y_pred.shape) or y_true.shape[-1] != y_pred.shape[-1]:
+            labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+            y_true = keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1], dtype=y_pred.dtype)
+        y_true = keras.ops.cast(y_true, y_pred.dtype)
+        return keras.losses.categorical_crossentropy(y_true, y_pred, label_smoothing=self.label_smoothing)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
-def metrics_for(multi_label: bool = False) -> list:
+def metrics_for(multi_label: bool = False, soft_labels: bool = False) -> list:
     """Training metrics: ``accuracy`` (for multi-label, the fraction of labels right: Keras's string
-    ``"accuracy"`` would read several-hot targets as one class)."""
+    ``"accuracy"`` would read several-hot targets as one class). With ``soft_labels`` (mixup) a mixed
+    target counts as its larger part."""
+    if soft_labels:
+        return [keras.metrics.MeanMetricWrapper(majority_accuracy, name="accuracy", sigmoid=multi_label)]
     return [keras.metrics.BinaryAccuracy(name="accuracy")] if multi_label else ["accuracy"]
+
+
+def majority_accuracy(y_true, y_pred, sigmoid: bool = False):
+    """Accuracy against each target's larger part: integer labels, (mixed) one-hot rows, or sigmoid targets."""
+    ops = keras.ops
+    if sigmoid or y_pred.shape[-1] == 1:
+        y_true = ops.reshape(ops.cast(y_true, y_pred.dtype), ops.shape(y_pred))
+        return ops.mean(ops.cast(ops.equal(y_true > 0.5, y_pred > 0.5), "float32"), axis=-1)
+    predicted = ops.argmax(y_pred, axis=-1)
+    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == y_pred.shape[-1]:
+        return ops.cast(ops.equal(ops.argmax(y_true, axis=-1), predicted), "float32")
+    return ops.cast(ops.equal(ops.cast(ops.reshape(y_true, (-1,)), predicted.dtype), predicted), "float32")
 
 
 def is_multi_label(model: keras.Model) -> bool:

@@ -24,6 +24,17 @@ class PhaseInputs:
     """Builds each phase's training and validation batches, caching what a frozen layer computes."""
 
     def _data_for(self, phase: Phase, first_epoch: int) -> tuple[PhaseData, keras.Model]:
+        data, target = self._unmixed_data_for(phase, first_epoch)
+        if self.config.mixup:
+            from .mixup import mixup_batches
+
+            data.train = mixup_batches(data.train, alpha=self.config.mixup, num_classes=self.folder.num_classes,
+                                       one_hot=not self.folder.binary and not self.folder.multi_label,
+                                       seed=self.config.seed + (7919 if phase.name == "tune" else 0),
+                                       first_step=len(self.rows) * data.steps)
+        return data, target
+
+    def _unmixed_data_for(self, phase: Phase, first_epoch: int) -> tuple[PhaseData, keras.Model]:
         last = first_epoch + phase.epochs
         if phase.inputs == "features":
             return self._feature_data(len(self.rows), last), self.parts.classifier

@@ -91,6 +91,7 @@ class FitContext:
     verbose: int = 1
     store: Any = None
     multi_label: bool = False
+    soft_labels: bool = False  # mixup: training targets are mixed label rows
     deadline: float | None = None  # time.monotonic() by which the current phase must end (a --time-budget)
     budget_stop: Any = None  # the TimeBudget callback of the last phase fitted, when there was a deadline
 
@@ -116,7 +117,7 @@ def compile_phase(target: keras.Model, phase: Phase, context: FitContext, steps:
             optimizer = discriminative_optimizer(context.optimizer, rate, groups, **extra)
         else:
             optimizer = make_optimizer(context.optimizer, rate, **extra)
-        target.compile(optimizer=optimizer, loss=context.loss, metrics=metrics_for(context.multi_label),
+        target.compile(optimizer=optimizer, loss=context.loss, metrics=metrics_for(context.multi_label, context.soft_labels),
                        jit_compile=context.jit)
     return plateau
 

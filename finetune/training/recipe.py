@@ -161,7 +161,8 @@ class RecipeRun(PhaseInputs):
         if self.completed:
             self.parts.model.load_weights(self.store.final_weights(self.completed[-1]))
         self.context = FitContext(
-            loss=loss_for(self.folder.num_classes, self.folder.multi_label, config.label_smoothing), optimizer=config.optimizer, seed=config.seed,
+            loss=loss_for(self.folder.num_classes, self.folder.multi_label, config.label_smoothing, config.mixup > 0),
+            soft_labels=config.mixup > 0, optimizer=config.optimizer, seed=config.seed,
             monitor="val_loss" if self.val_ds is not None else "loss", rows=list(state.get("rows", [])),
             seeded_model=self.parts.model, strategy=strategy, clipnorm=config.clipnorm, jit=config.jit,
             # model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras #20585)
