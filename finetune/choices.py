@@ -29,6 +29,7 @@ Decision = Literal["accuracy", "balanced"]
 Resize = Literal["crop", "pad", "squash"]
 TuneInputs = Literal["auto", "activations", "images"]
 CacheDtype = Literal["float32", "float16"]
+BnStats = Literal["imagenet", "adapt"]
 ExportFormat = Literal["savedmodel", "tflite", "onnx"]
 Quantization = Literal["float16", "int8"]
 
@@ -50,5 +51,6 @@ DECISIONS = choices_of(Decision)
 RESIZE_POLICIES = choices_of(Resize)
 TUNE_INPUTS = choices_of(TuneInputs)
 CACHE_DTYPES = choices_of(CacheDtype)
+BN_STATS = choices_of(BnStats)
 EXPORT_FORMATS = choices_of(ExportFormat)
 QUANTIZATIONS = choices_of(Quantization)

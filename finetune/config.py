@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from .choices import (
-    AUGMENT_PRESETS, CACHE_DTYPES, CLASS_WEIGHTS, DECISIONS, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, SCHEDULES, STRATEGIES,
+    AUGMENT_PRESETS, BN_STATS, CACHE_DTYPES, CLASS_WEIGHTS, DECISIONS, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, SCHEDULES, STRATEGIES,
     RESIZE_POLICIES, TUNE_INPUTS,
 )
 from .util import suggest
@@ -79,6 +79,7 @@ class TrainConfig:
     cache_variants: int | None = None
     tune_inputs: str = "auto"
     cache_dtype: str = "float32"
+    bn_stats: str = "imagenet"
     time_budget: float | None = None
     output: str = "runs"
     name: str | None = None
@@ -144,6 +145,7 @@ class TrainConfig:
         _check_choice("tune_inputs", self.tune_inputs, TUNE_INPUTS)
         _check_choice("resize", self.resize, RESIZE_POLICIES)
         _check_choice("cache_dtype", self.cache_dtype, CACHE_DTYPES)
+        _check_choice("bn_stats", self.bn_stats, BN_STATS)
         _check_range("warmup_epochs", self.warmup_epochs, 0, None)
         if self.clipnorm is not None:
             _check_range("clipnorm", self.clipnorm, 0, None, inclusive_low=False)

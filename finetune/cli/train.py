@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..choices import (
-    AUGMENT_PRESETS, CACHE_DTYPES, CLASS_WEIGHTS, DECISIONS, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, RESIZE_POLICIES, SCHEDULES,
+    AUGMENT_PRESETS, BN_STATS, CACHE_DTYPES, CLASS_WEIGHTS, DECISIONS, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, RESIZE_POLICIES, SCHEDULES,
     STRATEGIES, TUNE_INPUTS,
 )
 from .app import _defaults, _start_tensorflow, main
@@ -83,6 +83,8 @@ TRAIN_OPTIONS = [
          "K copies every epoch; phase 2 (cached) on one of the 1+K per epoch."),
     _opt("--tune-inputs", click.Choice(TUNE_INPUTS), "Phase 2 on cached activations at the unfreeze point (the frozen "
          "bottom runs once per image and copy) or on live images; auto: cached unless that would drop augmentation."),
+    _opt("--bn-stats", click.Choice(BN_STATS), "BatchNormalization statistics of the frozen base: imagenet (as "
+         "trained), or adapt: re-estimated on the training images before caching (AdaBN), for data far from photos."),
     _opt("--cache-dtype", click.Choice(CACHE_DTYPES), "Storage of cached phase-2 activations (float16 halves memory)."),
     click.option("--tensorboard/--no-tensorboard", "tensorboard", default=None, help="TensorBoard logs in RUN/tensorboard. [default: off]"),
     _opt("--mlflow", str, "MLflow tracking URI (e.g. sqlite:///mlflow.db); needs `pip install mlflow`."),

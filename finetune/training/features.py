@@ -108,6 +108,10 @@ class FeatureCache:
             "preprocessing": parts.backbone.preprocessing, "pooling": config.pooling,
             "augment": config.augment, "seed": config.seed, "format": 1,
         }
+        if getattr(config, "bn_stats", "imagenet") != "imagenet":  # absent for imagenet: old keys stay valid
+            from .bn_stats import batchnorm_fingerprint
+
+            identity["bn_stats"] = batchnorm_fingerprint(parts.base)
         if getattr(config, "resize", "squash") != "squash":  # absent for squash: caches written before resize policies stay valid
             identity["resize"] = getattr(config, "resize")
         directory = cache_root() / "features" if fingerprint else None

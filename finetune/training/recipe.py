@@ -151,6 +151,8 @@ class RecipeRun(PhaseInputs):
                            resize=config.resize)
         val_items = self.folder.splits.get("val") or []
         self.val_ds = make_dataset(val_items, **self.loader) if val_items else None
+        if config.bn_stats == "adapt":
+            self._adapt_batchnorm()
 
         self.store = RunCheckpoint(checkpoint_dir) if checkpoint_dir else None
         state = self.store.state() if (self.store is not None and resume) else {}
@@ -174,6 +176,17 @@ class RecipeRun(PhaseInputs):
         self.unfrozen_layers: list[str] = []
         self.kept_earlier: bool = False
         self._activation_arrays: dict[tuple[str, int], tuple] = {}
+
+    def _adapt_batchnorm(self) -> None:
+        """AdaBN: the base's BatchNormalization statistics from the training images, before anything is cached."""
+        from .bn_stats import adapt_batchnorm
+
+        items, parts = self.folder.splits["train"], self.parts
+        prepare = parts.preprocess if parts.preprocess is not None else (lambda x: x)
+        batches = (prepare(x) for x, *_ in make_dataset(items, **self.loader))
+        shift = adapt_batchnorm(parts.base, batches)
+        self.notes.append(f"BatchNormalization statistics re-estimated on the {len(items)} training images (AdaBN): "
+                          f"the moving means moved by {shift:.2f} ImageNet standard deviations on average")
 
     def _resolve_recipe(self, config: TrainConfig, train_paths: list[str], small: bool) -> None:
         """Choose what the config leaves open, from the data; write each choice back as a plain value."""
