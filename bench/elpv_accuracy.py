@@ -197,6 +197,8 @@ def run_seed(tree: Path, seed: int, overrides: dict, split: str) -> dict:
         val_ds = make_dataset(folder.splits["val"], result.parts.image_size, batch_size=config.batch_size,
                               cache=None, resize=config.resize)
         val_probs, val_labels = probabilities(result.model, val_ds)
+        out["val_probs"] = [[round(float(q), 5) for q in row] for row in val_probs]  # for post-hoc rule checks
+        out["val_labels"] = [int(v) for v in val_labels]
         for metric in ("accuracy", "balanced"):
             rule = fit_ordinal(val_probs, val_labels, metric)
             out[f"ordinal_{metric}_rule"] = rule.to_dict()

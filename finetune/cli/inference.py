@@ -15,7 +15,8 @@ from .app import _check_classes, _load, _start_tensorflow, main
 @main.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--data", "data_dir", type=click.Path(), help="Evaluate on this class-folder tree or labels CSV instead of the run's test split.")
-@click.option("--tta", is_flag=True, help="Also report accuracy with test-time augmentation (flips and crops averaged).")
+@click.option("--tta", is_flag=True, help="Also report accuracy with test-time augmentation (flips and crops averaged; "
+              "for --augment flips runs, the 4 flips).")
 @click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs code stored in the model).")
 def evaluate(run_dir, data_dir, tta, unsafe):
     """Accuracy, per-class precision/recall/F1 and confusion matrix of a trained run."""
@@ -47,10 +48,10 @@ def evaluate(run_dir, data_dir, tta, unsafe):
     if tta and metrics.get("multi_label"):
         click.secho("--tta: not available for multi-label runs yet; skipped", fg="yellow", err=True)
     elif tta:
-        from ..evaluation.diagnostics import evaluate_tta
+        from ..evaluation.diagnostics import evaluate_tta, tta_options
 
         result = evaluate_tta(model, items, class_names, config.image_size, batch_size=config.batch_size,
-                              resize=config.resize)
+                              resize=config.resize, ordinal=load_ordinal(run_dir), **tta_options(config.augment))
         click.echo(f"TTA accuracy: {result['accuracy_tta']:.2%} (without TTA: {result['accuracy']:.2%})")
 
 
@@ -61,7 +62,8 @@ def evaluate(run_dir, data_dir, tta, unsafe):
 @click.option("--imagenet", is_flag=True, help="No RUN_DIR: name ImageNet classes with the offline EfficientNet-Lite0 and its original head.")
 @click.option("--mc-samples", type=int, default=0, show_default=True,
               help="Average this many MC-dropout passes; report the std of each probability and the predictive entropy.")
-@click.option("--tta", is_flag=True, help="Average predictions over flips and crops (test-time augmentation).")
+@click.option("--tta", is_flag=True, help="Average predictions over flips and crops (test-time augmentation; for "
+              "--augment flips runs, the 4 flips).")
 @click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs code stored in the model).")
 def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
     """Top-k classes for images: `predict RUN_DIR IMAGE_OR_FOLDER...` or `predict --imagenet IMAGE...`."""
@@ -70,7 +72,7 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
 
     from ..data import IMAGE_EXTENSIONS
     from ..data.native import decoded_batches
-    from ..evaluation.diagnostics import predict_images
+    from ..evaluation.diagnostics import predict_images, tta_options
     from ..evaluation.metrics import labels_over
     from ..training.ordinal import expected_grade
 
@@ -121,7 +123,8 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
         if not chunk:
             continue
         predicted += len(chunk)
-        probs, std, entropy = predict_images(model, images, mc_samples=mc_samples, tta=tta, forward=forward)
+        probs, std, entropy = predict_images(model, images, mc_samples=mc_samples, tta=tta, forward=forward,
+                                             tta_views=None if imagenet else tta_options(config.augment))
         for j, (f, p) in enumerate(zip(chunk, probs)):
             if thresholds is not None:
                 rows.append([f, ";".join(labels_over(p, class_names, thresholds))]

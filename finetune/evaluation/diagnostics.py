@@ -105,12 +105,15 @@ def plot_worst_mistakes(rows: Sequence[LossRow], path: str | Path, *, columns: i
     fig.savefig(path)
 
 
-def tta_views(images, *, flip: bool = True, crops: bool = True, crop_fraction: float = 0.9) -> list:
+def tta_views(images, *, flip: bool = True, crops: bool = True, crop_fraction: float = 0.9,
+              vflip: bool = False) -> list:
     """The augmented copies of a batch that :func:`tta_predict` averages over.
 
     The batch itself, then (with ``crops``) the center and 4 corner crops covering
     ``crop_fraction`` of each side, resized back; then (with ``flip``) the horizontal
-    mirror of each of those. 12 views by default.
+    mirror of each of those; then (with ``vflip``) the vertical mirror of every view so
+    far. 12 views by default; ``crops=False, vflip=True``: the 4 views of the ``flips``
+    augmentation (identity, horizontal, vertical, both).
     """
     import tensorflow as tf
 
@@ -125,17 +128,25 @@ def tta_views(images, *, flip: bool = True, crops: bool = True, crop_fraction: f
             views.append(tf.image.crop_and_resize(images, tf.repeat(box, n, axis=0), tf.range(n), (h, w)))
     if flip:
         views += [tf.reverse(v, axis=[2]) for v in views]
+    if vflip:
+        views += [tf.reverse(v, axis=[1]) for v in views]
     return views
 
 
+def tta_options(augment: str) -> dict[str, Any]:
+    """The test-time views that match a run's training augmentation: for ``flips`` (images without an up)
+    the 4 flips the model was trained on, no crops; otherwise horizontal flips and crops (12 views)."""
+    return {"crops": False, "vflip": True} if augment == "flips" else {}
+
+
 def tta_predict(model: keras.Model, images: np.ndarray, *, flip: bool = True, crops: bool = True,
-                crop_fraction: float = 0.9, batch_size: int = 32) -> np.ndarray:
+                crop_fraction: float = 0.9, vflip: bool = False, batch_size: int = 32) -> np.ndarray:
     """Class probabilities averaged over the test-time views of :func:`tta_views`.
 
     Args:
         model: A classifier taking RGB [0, 255] images (any finetune model).
         images: ``(n, h, w, 3)`` float RGB in [0, 255], at the model's input size.
-        flip, crops, crop_fraction: Which views to average (see :func:`tta_views`).
+        flip, crops, crop_fraction, vflip: Which views to average (see :func:`tta_views`).
 
     Returns:
         ``(n, num_classes)`` probabilities (binary sigmoid outputs expanded to 2 columns).
@@ -151,19 +162,19 @@ def tta_predict(model: keras.Model, images: np.ndarray, *, flip: bool = True, cr
     out = []
     forward = inference_fn(model)
     for chunk in chunks(np.asarray(images, np.float32), batch_size):
-        views = tta_views(chunk, flip=flip, crops=crops, crop_fraction=crop_fraction)
+        views = tta_views(chunk, flip=flip, crops=crops, crop_fraction=crop_fraction, vflip=vflip)
         out.append(np.mean([as_class_probs(forward(v)) for v in views], axis=0))
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
 def evaluate_tta(model: keras.Model, items: Sequence[tuple[str, int]], class_names: Sequence[str], image_size: int,
-                 *, batch_size: int = 32, resize: str = "squash", **tta: Any) -> dict[str, Any]:
+                 *, batch_size: int = 32, resize: str = "squash", ordinal=None, **tta: Any) -> dict[str, Any]:
     """Metrics on ``[(path, label), ...]`` without and with TTA.
 
     Returns:
         ``{"accuracy": ..., "accuracy_tta": ..., "plain": metrics, "tta": metrics}``, where
         ``metrics`` is :func:`finetune.metrics.classification_metrics` (per-class, confusion matrix).
-        ``tta`` keywords go to :func:`tta_predict`.
+        ``tta`` keywords go to :func:`tta_predict`; with an ``ordinal`` rule the classes are its decisions.
 
     Example:
         >>> result = evaluate_tta(model, folder.splits["test"], folder.class_names, 224)   # doctest: +SKIP
@@ -180,13 +191,15 @@ def evaluate_tta(model: keras.Model, items: Sequence[tuple[str, int]], class_nam
     k = len(class_names)
     plain_probs = np.concatenate(plain) if plain else np.zeros((0, k))
     tta_probs = np.concatenate(augmented) if augmented else np.zeros((0, k))
-    plain_metrics = classification_metrics(labels, plain_probs, class_names)
-    tta_metrics = classification_metrics(labels, tta_probs, class_names)
+    decide = (lambda p: ordinal.classes(p) if len(p) else None) if ordinal is not None else (lambda p: None)
+    plain_metrics = classification_metrics(labels, plain_probs, class_names, decide(plain_probs))
+    tta_metrics = classification_metrics(labels, tta_probs, class_names, decide(tta_probs))
     return {"accuracy": plain_metrics["accuracy"], "accuracy_tta": tta_metrics["accuracy"],
             "plain": plain_metrics, "tta": tta_metrics}
 
 
-def predict_images(model: keras.Model, images: np.ndarray, *, mc_samples: int = 0, tta: bool = False, forward=None):
+def predict_images(model: keras.Model, images: np.ndarray, *, mc_samples: int = 0, tta: bool = False, forward=None,
+                   tta_views: dict | None = None):
     """``(probs, std, entropy)`` as class columns: plain, MC-dropout averaged (std and entropy), or test-time augmented.
 
     ``forward``: :func:`~finetune.evaluation.predict.inference_fn` of ``model``, made once by a caller that
@@ -199,5 +212,5 @@ def predict_images(model: keras.Model, images: np.ndarray, *, mc_samples: int = 
         std = result.std if result.std.shape[-1] > 1 else np.concatenate([result.std, result.std], axis=-1)
         return as_class_probs(result.mean), std, result.entropy
     if tta:
-        return as_class_probs(tta_predict(model, images)), None, None
+        return as_class_probs(tta_predict(model, images, **(tta_views or {}))), None, None
     return predict_batches(model, images, as_classes=True, forward=forward), None, None

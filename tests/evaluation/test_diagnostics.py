@@ -55,6 +55,16 @@ def test_tta_views_are_image_flip_and_crops(tiny_model):
     assert len(tta_views(x, crops=False)) == 2 and len(tta_views(x, flip=False, crops=False)) == 1
 
 
+def test_flips_runs_get_the_four_flips_they_were_trained_on():
+    from finetune.evaluation.diagnostics import tta_options
+
+    x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    views = [np.asarray(v) for v in tta_views(x, **tta_options("flips"))]
+    expected = [x, x[:, :, ::-1], x[:, ::-1], x[:, ::-1, ::-1]]
+    assert len(views) == 4 and all(np.array_equal(v, e) for v, e in zip(views, expected))
+    assert tta_options("light") == {} and len(tta_views(x, **tta_options("light"))) == 12
+
+
 def test_tta_predict_averages_the_views(tiny_model):
     x = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
     flipped = tta_predict(tiny_model, x, crops=False)

@@ -92,8 +92,9 @@ def test_ordinal_run_writes_its_rule_and_every_command_applies_it(tmp_path, monk
     assert "ordinal: the expected grade cut at" in (run_dir / "report.md").read_text()
     assert "ordinal: true" in (run_dir / "config.yaml").read_text()
 
-    result = CliRunner().invoke(main, ["evaluate", str(run_dir)])
+    result = CliRunner().invoke(main, ["evaluate", str(run_dir), "--tta"])
     assert result.exit_code == 0 and "decided by the run's ordinal" in result.output, result.output
+    assert "TTA accuracy" in result.output
 
     out = tmp_path / "p.csv"
     images = sorted((data / "class_b").iterdir())[:4]
