@@ -189,6 +189,18 @@ def run_seed(tree: Path, seed: int, overrides: dict, split: str) -> dict:
     for name in names:
         out[name] = split_metrics(result, folder.splits[name], config)
     out["wall_s"] = round(time.perf_counter() - start, 1)  # training and the plain evaluation
+    try:  # the same model under test-time augmentation (the views that match its training augmentation)
+        from finetune.evaluation.diagnostics import evaluate_tta, tta_options
+
+        for name in names:
+            tta = evaluate_tta(result.model, folder.splits[name], result.class_names, result.parts.image_size,
+                               batch_size=config.batch_size, resize=config.resize, **tta_options(config.augment))
+            cm = tta["tta"]["confusion_matrix"]
+            out[f"{name}_tta"] = {"accuracy": tta["accuracy_tta"], "balanced": balanced_accuracy(cm),
+                                  "deitsch_binary": deitsch_binary(cm), "binary": binary_accuracy(cm),
+                                  "confusion_matrix": cm}
+    except Exception as err:  # a measurement on top: never lose the seed's run for it
+        out["tta_error"] = repr(err)
     if not config.ordinal:  # the same model under --ordinal (cut points fitted on val, for accuracy / balanced)
         from finetune.data import make_dataset
         from finetune.evaluation.predict import probabilities
@@ -324,6 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"same models with --decision balanced (tau {', '.join(f'{t:g}' for t in taus)} fitted on val): "
               f"4-class {b_acc[0]:.1f}% +- {b_acc[1]:.1f}, balanced {b_bal[0]:.1f}% +- {b_bal[1]:.1f}, "
               f"binary p>0.5 {b_bin[0]:.1f}%")
+    if all(f"{args.split}_tta" in r for r in results):
+        other = [r[f"{args.split}_tta"] for r in results]
+        t_acc, t_bal = mean_std([m["accuracy"] * 100 for m in other]), mean_std([m["balanced"] * 100 for m in other])
+        t_bin = mean_std([m["deitsch_binary"] * 100 for m in other])
+        print(f"same models with --tta: 4-class {t_acc[0]:.1f}% +- {t_acc[1]:.1f}, balanced {t_bal[0]:.1f}% +- "
+              f"{t_bal[1]:.1f}, binary p>0.5 {t_bin[0]:.1f}%")
     for metric in ("accuracy", "balanced"):
         key = f"{args.split}_ordinal_{metric}"
         if all(key in r for r in results):
