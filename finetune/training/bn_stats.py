@@ -18,7 +18,7 @@ Example:
     >>> base = keras.Model(inputs, bn(inputs))
     >>> base.trainable = False
     >>> x = np.random.default_rng(0).normal(5.0, 2.0, (64, 4)).astype("float32")
-    >>> shift = adapt_batchnorm(base, [x[:32], x[32:]])
+    >>> shift, variance_ratio = adapt_batchnorm(base, [x[:32], x[32:]])
     >>> bool(np.allclose(bn.moving_mean.numpy(), x.mean(0), atol=1e-4)), base.trainable, bn.momentum
     (True, False, 0.99)
 """
@@ -37,9 +37,13 @@ def batchnorm_layers(model: keras.Model) -> list:
             if isinstance(layer, keras.layers.BatchNormalization)]
 
 
-def adapt_batchnorm(base: keras.Model, batches: Iterable) -> float:
+def adapt_batchnorm(base: keras.Model, batches: Iterable) -> tuple[float, float]:
     """Replace every BatchNormalization layer's moving mean and variance in ``base`` by their average over
-    ``batches`` (inputs as ``base`` takes them); return the mean shift, in ImageNet standard deviations.
+    ``batches`` (inputs as ``base`` takes them).
+
+    Returns:
+        ``(shift, variance_ratio)``: how far the means moved, in the old standard deviations, and the
+        geometric mean of new / old variances, averaged over the layers' channels.
 
     The layers' ``trainable`` flags, momenta and Dropout rates are restored afterwards.
     """
@@ -68,7 +72,9 @@ def adapt_batchnorm(base: keras.Model, batches: Iterable) -> float:
             layer.rate = rate
     shifts = [np.mean(np.abs(layer.moving_mean.numpy() - mean) / np.sqrt(var + layer.epsilon))
               for layer, (mean, var) in zip(norms, before)]
-    return float(np.mean(shifts)) if shifts else 0.0
+    ratios = [np.mean(np.log((layer.moving_variance.numpy() + layer.epsilon) / (var + layer.epsilon)))
+              for layer, (_, var) in zip(norms, before)]
+    return (float(np.mean(shifts)), float(np.exp(np.mean(ratios)))) if shifts else (0.0, 1.0)
 
 
 def batchnorm_fingerprint(base: keras.Model) -> str:

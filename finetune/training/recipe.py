@@ -184,9 +184,10 @@ class RecipeRun(PhaseInputs):
         items, parts = self.folder.splits["train"], self.parts
         prepare = parts.preprocess if parts.preprocess is not None else (lambda x: x)
         batches = (prepare(x) for x, *_ in make_dataset(items, **self.loader))
-        shift = adapt_batchnorm(parts.base, batches)
+        shift, ratio = adapt_batchnorm(parts.base, batches)
         self.notes.append(f"BatchNormalization statistics re-estimated on the {len(items)} training images (AdaBN): "
-                          f"the moving means moved by {shift:.2f} ImageNet standard deviations on average")
+                          f"the moving means moved by {shift:.2f} ImageNet standard deviations on average, the "
+                          f"variances scaled by {ratio:.2f} (geometric mean)")
 
     def _resolve_recipe(self, config: TrainConfig, train_paths: list[str], small: bool) -> None:
         """Choose what the config leaves open, from the data; write each choice back as a plain value."""
