@@ -88,8 +88,13 @@ def test_the_page_in_headless_chromium(served_run, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
     from werkzeug.serving import make_server
 
+    from finetune.training.ordinal import OrdinalRule
+
     run_dir, data = served_run
-    server = make_server("127.0.0.1", 0, create_app(run_dir), threaded=True)
+    ordinal_run = tmp_path / "colours-ordinal"  # the same run with an ordinal rule: the page shows its decision
+    shutil.copytree(run_dir, ordinal_run)
+    OrdinalRule([0.5, 1.5]).save(ordinal_run / "ordinal.json")
+    server = make_server("127.0.0.1", 0, create_app(ordinal_run), threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -110,6 +115,10 @@ def test_the_page_in_headless_chromium(served_run, tmp_path):
         top = sorted(c.find_element(By.CSS_SELECTOR, ".prediction .label").text
                      for c in browser.find_elements(By.CSS_SELECTOR, ".card.done"))
         assert top == ["class_a", "class_c"]
+        decisions = sorted(c.find_element(By.CLASS_NAME, "labels").text for c in
+                           browser.find_elements(By.CSS_SELECTOR, ".card.done"))
+        assert [d.split(" (")[0] for d in decisions] == ["decision: class_a", "decision: class_c"]
+        assert all("(ordinal rule, expected grade" in d for d in decisions)
         assert "broken.jpg: " in cards["broken.jpg"].find_element(By.CLASS_NAME, "error").text
         WebDriverWait(browser, 10).until(ready.presence_of_element_located((By.CSS_SELECTOR, ".card.done img")))
         shot = Path(os.environ.get("FINETUNE_SERVE_SCREENSHOT", tmp_path / "serve.png"))
