@@ -201,13 +201,14 @@ def run_seed(tree: Path, seed: int, overrides: dict, split: str) -> dict:
                                   "confusion_matrix": cm}
     except Exception as err:  # a measurement on top: never lose the seed's run for it
         out["tta_error"] = repr(err)
+    from finetune.data import make_dataset
+
+    val_ds = make_dataset(folder.splits["val"], result.parts.image_size, batch_size=config.batch_size,
+                          cache=None, resize=config.resize)
     if not config.ordinal:  # the same model under --ordinal (cut points fitted on val, for accuracy / balanced)
-        from finetune.data import make_dataset
         from finetune.evaluation.predict import probabilities
         from finetune.training.ordinal import fit_ordinal
 
-        val_ds = make_dataset(folder.splits["val"], result.parts.image_size, batch_size=config.batch_size,
-                              cache=None, resize=config.resize)
         val_probs, val_labels = probabilities(result.model, val_ds)
         out["val_probs"] = [[round(float(q), 5) for q in row] for row in val_probs]  # for post-hoc rule checks
         out["val_labels"] = [int(v) for v in val_labels]
@@ -217,11 +218,8 @@ def run_seed(tree: Path, seed: int, overrides: dict, split: str) -> dict:
             for name in names:
                 out[f"{name}_ordinal_{metric}"] = split_metrics(result, folder.splits[name], config, rule)
     if config.decision == "accuracy":  # the same model under --decision balanced (a correction fitted on val)
-        from finetune.data import make_dataset
         from finetune.training.decision import correct_priors
 
-        val_ds = make_dataset(folder.splits["val"], result.parts.image_size, batch_size=config.batch_size,
-                              cache=None, resize=config.resize)
         correction = correct_priors(result.model, val_ds, folder.counts("train"))
         out["prior_correction"] = {"tau": correction.tau, "val_balanced_before": correction.balanced_before,
                                    "val_balanced_after": correction.balanced_after}

@@ -69,7 +69,7 @@ def evaluate_split(model: keras.Model, items, class_names, image_size: int, batc
     probs, labels = _probabilities(model, items, class_names, image_size, batch_size, resize)
     if is_multi_label(model):
         return multilabel_metrics(labels, probs, class_names, thresholds)
-    decided = ordinal.classes(probs) if ordinal is not None and len(labels) else None
+    decided = ordinal.classes(probs) if ordinal is not None else None
     return classification_metrics(labels, probs, class_names, decided)
 
 

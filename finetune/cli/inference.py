@@ -32,10 +32,11 @@ def evaluate(run_dir, data_dir, tta, unsafe):
     else:
         folder = as_image_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
         items = folder.splits.get("test") or folder.splits.get("val")
+    ordinal = load_ordinal(run_dir)
     metrics = evaluate_split(model, items, class_names, config.image_size, config.batch_size, config.resize,
-                             load_thresholds(run_dir), load_ordinal(run_dir))
-    if load_ordinal(run_dir) is not None:
-        click.echo(f"classes decided by the run's {load_ordinal(run_dir).describe()}")
+                             load_thresholds(run_dir), ordinal)
+    if ordinal is not None:
+        click.echo(f"classes decided by the run's {ordinal.describe()}")
     if metrics.get("multi_label"):
         click.echo(f"exact match: {metrics['accuracy']:.2%} on {metrics['n']} images (label accuracy "
                    f"{metrics['label_accuracy']:.2%}, micro F1 {metrics['micro_f1']:.3f}, macro F1 {metrics['macro_f1']:.3f})")
@@ -51,7 +52,7 @@ def evaluate(run_dir, data_dir, tta, unsafe):
         from ..evaluation.diagnostics import evaluate_tta, tta_options
 
         result = evaluate_tta(model, items, class_names, config.image_size, batch_size=config.batch_size,
-                              resize=config.resize, ordinal=load_ordinal(run_dir), **tta_options(config.augment))
+                              resize=config.resize, ordinal=ordinal, **tta_options(config.augment))
         click.echo(f"TTA accuracy: {result['accuracy_tta']:.2%} (without TTA: {result['accuracy']:.2%})")
 
 
@@ -125,6 +126,8 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
         predicted += len(chunk)
         probs, std, entropy = predict_images(model, images, mc_samples=mc_samples, tta=tta, forward=forward,
                                              tta_views=None if imagenet else tta_options(config.augment))
+        if ordinal is not None:  # the whole chunk at once
+            decided, grades = ordinal.classes(probs), expected_grade(probs)
         for j, (f, p) in enumerate(zip(chunk, probs)):
             if thresholds is not None:
                 rows.append([f, ";".join(labels_over(p, class_names, thresholds))]
@@ -133,7 +136,7 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
             order = np.argsort(-p)[:k]
             row = [f] + [v for i in order for v in (class_names[i], f"{p[i]:.4f}")]
             if ordinal is not None:
-                row[1:1] = [class_names[int(ordinal.classes(p[None])[0])], f"{float(expected_grade(p[None])[0]):.3f}"]
+                row[1:1] = [class_names[decided[j]], f"{grades[j]:.3f}"]
             if mc_samples:
                 row += [f"{std[j][i]:.4f}" for i in order] + [f"{entropy[j]:.4f}"]
             rows.append(row)

@@ -191,9 +191,11 @@ def evaluate_tta(model: keras.Model, items: Sequence[tuple[str, int]], class_nam
     k = len(class_names)
     plain_probs = np.concatenate(plain) if plain else np.zeros((0, k))
     tta_probs = np.concatenate(augmented) if augmented else np.zeros((0, k))
-    decide = (lambda p: ordinal.classes(p) if len(p) else None) if ordinal is not None else (lambda p: None)
-    plain_metrics = classification_metrics(labels, plain_probs, class_names, decide(plain_probs))
-    tta_metrics = classification_metrics(labels, tta_probs, class_names, decide(tta_probs))
+    def decided(probs):
+        return ordinal.classes(probs) if ordinal is not None else None
+
+    plain_metrics = classification_metrics(labels, plain_probs, class_names, decided(plain_probs))
+    tta_metrics = classification_metrics(labels, tta_probs, class_names, decided(tta_probs))
     return {"accuracy": plain_metrics["accuracy"], "accuracy_tta": tta_metrics["accuracy"],
             "plain": plain_metrics, "tta": tta_metrics}
 

@@ -135,12 +135,11 @@ def loss_for(num_classes: int, multi_label: bool = False, label_smoothing: float
         >>> type(loss_for(4, label_smoothing=0.1)).__name__
         'SmoothedCrossentropy'
     """
-    binary = num_classes == 2 or multi_label
-    if not label_smoothing and not soft_labels:
-        return "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
-    if binary:  # Keras's binary cross-entropy takes soft targets as they are
-        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing)
-    return SmoothedCrossentropy(label_smoothing)
+    if num_classes == 2 or multi_label:  # Keras's binary cross-entropy takes soft targets as they are
+        return keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing) if label_smoothing else "binary_crossentropy"
+    if label_smoothing or soft_labels:
+        return SmoothedCrossentropy(label_smoothing)
+    return "sparse_categorical_crossentropy"
 
 
 @keras.saving.register_keras_serializable(package="finetune")
@@ -160,7 +159,7 @@ class SmoothedCrossentropy(keras.losses.Loss):
         self.label_smoothing = float(label_smoothing)
 
     def call(self, y_true, y_pred):
-        if len(y_true.shape) < len(y_pred.shape) or y_true.shape[-1] != y_pred.shape[-1]:
+        if not _class_rows(y_true, y_pred):
             labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
             y_true = keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1], dtype=y_pred.dtype)
         y_true = keras.ops.cast(y_true, y_pred.dtype)
@@ -186,9 +185,14 @@ def majority_accuracy(y_true, y_pred, sigmoid: bool = False):
         y_true = ops.reshape(ops.cast(y_true, y_pred.dtype), ops.shape(y_pred))
         return ops.mean(ops.cast(ops.equal(y_true > 0.5, y_pred > 0.5), "float32"), axis=-1)
     predicted = ops.argmax(y_pred, axis=-1)
-    if len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == y_pred.shape[-1]:
+    if _class_rows(y_true, y_pred):
         return ops.cast(ops.equal(ops.argmax(y_true, axis=-1), predicted), "float32")
     return ops.cast(ops.equal(ops.cast(ops.reshape(y_true, (-1,)), predicted.dtype), predicted), "float32")
+
+
+def _class_rows(y_true, y_pred) -> bool:
+    """Whether the targets are rows over the classes (one-hot or mixed) rather than integer labels."""
+    return len(y_true.shape) == len(y_pred.shape) and y_true.shape[-1] == y_pred.shape[-1]
 
 
 def is_multi_label(model: keras.Model) -> bool:

@@ -31,10 +31,12 @@ from typing import Iterable
 import keras
 import numpy as np
 
+from ..models.graph import walk_layers
+
 
 def batchnorm_layers(model: keras.Model) -> list:
-    return [layer for layer in model._flatten_layers(include_self=False)
-            if isinstance(layer, keras.layers.BatchNormalization)]
+    """Every BatchNormalization layer of ``model``, nested models included."""
+    return [layer for layer in walk_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 def adapt_batchnorm(base: keras.Model, batches: Iterable) -> tuple[float, float]:
@@ -50,7 +52,7 @@ def adapt_batchnorm(base: keras.Model, batches: Iterable) -> tuple[float, float]
     import tensorflow as tf
 
     norms = batchnorm_layers(base)
-    drops = [layer for layer in base._flatten_layers(include_self=False) if isinstance(layer, keras.layers.Dropout)]
+    drops = [layer for layer in walk_layers(base) if isinstance(layer, keras.layers.Dropout)]
     before = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in norms]
     saved = [(layer.trainable, layer.momentum) for layer in norms]
     rates = [layer.rate for layer in drops]

@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -38,6 +38,11 @@ def expected_grade(probs: np.ndarray) -> np.ndarray:
     """``sum_k k * p_k`` for each row of class probabilities."""
     probs = np.asarray(probs, np.float64)
     return probs @ np.arange(probs.shape[1], dtype=np.float64)
+
+
+def _cut(grades: np.ndarray, cuts) -> np.ndarray:
+    """How many of ``cuts`` lie below each grade: the decided class."""
+    return (grades[:, None] > np.asarray(cuts)[None, :]).sum(axis=1)
 
 
 @dataclass
@@ -56,12 +61,12 @@ class OrdinalRule:
     val_before: float | None = None
     val_after: float | None = None
     fitted_on: int = 0
-    extra: dict = field(default_factory=dict)
 
     def classes(self, probs: np.ndarray) -> np.ndarray:
-        """The decided class index of each row of ``probs``."""
-        grades = expected_grade(probs)
-        return (grades[:, None] > np.asarray(self.cuts)[None, :]).sum(axis=1)
+        """The decided class index of each row of ``probs`` (none for no rows)."""
+        if len(probs) == 0:
+            return np.zeros(0, int)
+        return _cut(expected_grade(probs), self.cuts)
 
     def describe(self) -> str:
         text = ("ordinal: the expected grade cut at " + ", ".join(f"{c:g}" for c in self.cuts))
@@ -117,19 +122,15 @@ def fit_ordinal(probs: np.ndarray, labels: Sequence[int], metric: str = "accurac
         raise ValueError("an ordinal rule needs at least 3 ordered classes; with 2 classes use the probability")
     grades = expected_grade(probs)
     cuts = [i + 0.5 for i in range(k - 1)]
-
-    def decide(c):
-        return (grades[:, None] > np.asarray(c)[None, :]).sum(axis=1)
-
     before = _score(labels, np.argmax(probs, axis=1), k, metric)
-    best = _score(labels, decide(cuts), k, metric)
+    best = _score(labels, _cut(grades, cuts), k, metric)
     for _ in range(SWEEPS):
         moved = False
         for j in range(k - 1):
             low = cuts[j - 1] if j else 0.0
             high = cuts[j + 1] if j < k - 2 else k - 1.0
             values = np.round(np.arange(low + STEP, high - STEP / 2, STEP), 4)
-            scores = np.array([_score(labels, decide(cuts[:j] + [float(v)] + cuts[j + 1:]), k, metric)
+            scores = np.array([_score(labels, _cut(grades, cuts[:j] + [float(v)] + cuts[j + 1:]), k, metric)
                                for v in values])
             if len(values) and scores.max() > best + 1e-12:
                 tied = values[scores >= scores.max() - 1e-12]
