@@ -45,6 +45,7 @@ class TrainConfig:
     seed: int = 0
     augment: str = "light"
     pooling: str = "avg"
+    feature_taps: int = 0
     hidden: list[int] = field(default_factory=list)
     activation: str = "relu"
     dropout: float = 0.2
@@ -115,7 +116,7 @@ class TrainConfig:
         _check_range("lr", self.lr, 1e-12, 10, inclusive_low=False)
         if self.tune_lr is not None:
             _check_range("tune_lr", self.tune_lr, 1e-12, 10, inclusive_low=False)
-        for key in ("head_epochs", "tune_epochs", "patience", "cache_variants"):
+        for key in ("head_epochs", "tune_epochs", "patience", "cache_variants", "feature_taps"):
             if getattr(self, key) is not None:
                 _check_range(key, getattr(self, key), 0, None)
         _check_range("seed", self.seed, 0, 2**32 - 1)  # what NumPy and TensorFlow accept

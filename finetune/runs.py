@@ -142,7 +142,8 @@ def save_run(result: FineTuneResult, run_dir: str | Path, metrics: dict[str, Any
     summary = {
         "data": f"`{cfg.data}`: {result.folder.summary()}",
         "backbone": f"{cfg.backbone} ({cfg.weights} weights) at {cfg.image_size}px",
-        "head": f"{cfg.pooling} pooling, hidden {cfg.hidden or 'none'}, dropout {cfg.dropout}",
+        "head": f"{cfg.pooling} pooling" + (f" of the top and {cfg.feature_taps} earlier stages" if cfg.feature_taps else "")
+        + f", hidden {cfg.hidden or 'none'}, dropout {cfg.dropout}",
         "phase 1 (frozen base)": f"{sum(r['phase'] == 'head' for r in result.history)} epochs at lr {cfg.lr:g}"
         + (" on cached features" if cfg.cache_features else ""),
         "phase 2 (unfrozen)": (f"{sum(r['phase'] == 'tune' for r in result.history)} epochs at lr {cfg.resolved_tune_lr:g}, "

@@ -41,6 +41,8 @@ TRAIN_OPTIONS = [
     _opt("--seed", int, "Seed of the split, initialisation and shuffling."),
     _opt("--augment", click.Choice(AUGMENT_PRESETS), "Augmentation preset: light (flip, small rotation and zoom), flips (horizontal and vertical flips, for images without an up: cells, microscopy), seed (seed 002's ImageDataGenerator), none."),
     _opt("--pooling", click.Choice(POOLINGS), "How the feature map becomes a vector."),
+    _opt("--feature-taps", int, "Also pool the ends of this many earlier stages of the base beside its top "
+         "(finer detail; e.g. 2 for EfficientNet-Lite: blocks 6 and 5)."),
     _opt("--hidden", str, "Hidden Dense sizes of the head, comma separated, e.g. 256 or 512,128."),
     _opt("--activation", str, "Activation of the hidden head layers."),
     _opt("--dropout", float, "Dropout rate in the head."),

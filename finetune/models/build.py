@@ -10,6 +10,7 @@ from ..data.augment import augmentation
 from .backbones import Backbone, get_backbone, preprocessing_layer
 from .freeze import freeze
 from .heads import HeadConfig, build_classifier, pooling_layer
+from .taps import CannotTap, with_taps
 
 
 @dataclass
@@ -36,12 +37,15 @@ def build_model(
     augment: str = "light",
     seed: int | None = None,
     multi_label: bool = False,
+    feature_taps: int = 0,
 ) -> ModelParts:
     """A plain ``keras.Model``: raw RGB [0, 255] -> augment -> scale -> base -> head.
 
     The base is frozen and always runs with ``training=False``, so its
     BatchNormalization statistics never move. Augmentation only acts in training.
     ``multi_label`` gives one sigmoid per class (an image may carry several).
+    ``feature_taps`` concatenates that many earlier stages to the base's feature
+    map (see :mod:`finetune.models.taps`).
 
     Example:
         >>> import numpy as np
@@ -57,6 +61,11 @@ def build_model(
         raise ConfigError(f"a classifier needs at least 2 classes, got {num_classes}")
     head = head or HeadConfig()
     base = spec.build((size, size, 3), spec.resolve_weights(weights))
+    if feature_taps:
+        try:
+            base, _ = with_taps(base, spec.block_pattern, feature_taps)
+        except CannotTap as err:
+            raise ConfigError(f"feature_taps: {err}") from None
     freeze(base)
     pool = pooling_layer(head.pooling) if len(base.outputs[0].shape) == 4 else keras.layers.Identity(name="pool")
     preprocess = preprocessing_layer(spec.preprocessing)

@@ -112,6 +112,8 @@ class FeatureCache:
             from .bn_stats import batchnorm_fingerprint
 
             identity["bn_stats"] = batchnorm_fingerprint(parts.base)
+        if getattr(config, "feature_taps", 0):  # absent without taps: old keys stay valid
+            identity["feature_taps"] = config.feature_taps
         if getattr(config, "resize", "squash") != "squash":  # absent for squash: caches written before resize policies stay valid
             identity["resize"] = getattr(config, "resize")
         directory = cache_root() / "features" if fingerprint else None

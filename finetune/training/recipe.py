@@ -131,7 +131,8 @@ class RecipeRun(PhaseInputs):
         with strategy.scope():
             self.parts = build_model(backbone, self.folder.num_classes, weights=config.weights,
                                      image_size=config.image_size, head=config.head_config(),
-                                     augment=config.augment, seed=config.seed, multi_label=self.folder.multi_label)
+                                     augment=config.augment, seed=config.seed, multi_label=self.folder.multi_label,
+                                     feature_taps=config.feature_taps)
         config.image_size = self.parts.image_size
         self.policy = _unfreeze_policy(config, self.parts.backbone)
         self.policy.start_index(self.parts.base)  # fail on a bad unfreeze point before any training
