@@ -212,6 +212,13 @@ def run_seed(tree: Path, seed: int, overrides: dict, split: str) -> dict:
         val_probs, val_labels = probabilities(result.model, val_ds)
         out["val_probs"] = [[round(float(q), 5) for q in row] for row in val_probs]  # for post-hoc rule checks
         out["val_labels"] = [int(v) for v in val_labels]
+        if "test" in names:  # for post-hoc ensembles of runs on the same split (judged on val, reported on test)
+            test_ds = make_dataset(folder.splits["test"], result.parts.image_size, batch_size=config.batch_size,
+                                   cache=None, resize=config.resize)
+            test_probs, test_labels = probabilities(result.model, test_ds)
+            out["test_probs"] = [[round(float(q), 5) for q in row] for row in test_probs]
+            out["test_labels"] = [int(v) for v in test_labels]
+            out["test_files"] = [os.path.basename(p) for p, _ in folder.splits["test"]]
         for metric in ("accuracy", "balanced"):
             rule = fit_ordinal(val_probs, val_labels, metric)
             out[f"ordinal_{metric}_rule"] = rule.to_dict()

@@ -43,6 +43,7 @@ class TrainConfig:
     val_split: float = 0.1
     test_split: float = 0.1
     seed: int = 0
+    split_seed: int | None = None
     augment: str = "light"
     pooling: str = "avg"
     feature_taps: int = 0
@@ -93,6 +94,11 @@ class TrainConfig:
         return "activations" if self.augment == "none" or (self.cache_variants or 0) > 0 else "images"
 
     @property
+    def resolved_split_seed(self) -> int:
+        """The seed that draws the val/test split: ``split_seed``, else ``seed``."""
+        return self.seed if self.split_seed is None else self.split_seed
+
+    @property
     def resolved_tune_lr(self) -> float:
         return self.tune_lr if self.tune_lr is not None else self.lr / 100
 
@@ -120,6 +126,8 @@ class TrainConfig:
             if getattr(self, key) is not None:
                 _check_range(key, getattr(self, key), 0, None)
         _check_range("seed", self.seed, 0, 2**32 - 1)  # what NumPy and TensorFlow accept
+        if self.split_seed is not None:
+            _check_range("split_seed", self.split_seed, 0, 2**32 - 1)
         if self.time_budget is not None:
             _check_range("time_budget", self.time_budget, 0, None, inclusive_low=False)
         for key in ("l1", "l2"):

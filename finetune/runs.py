@@ -183,7 +183,7 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
             resume = None
     # Everything that can be checked before training is checked before a run folder exists.
     started = time.perf_counter()
-    folder = as_image_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
+    folder = as_image_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.resolved_split_seed)
     scan_seconds = time.perf_counter() - started
     if not config.from_model:
         check_image_size(get_backbone(config.backbone), config.image_size)
@@ -272,3 +272,73 @@ def _csv(rows, fieldnames=None) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def ensemble_runs(run_dirs, output: str | Path = "runs", name: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """A run folder whose model averages the probabilities of the runs in ``run_dirs``, and its test metrics.
+
+    The runs must classify the same classes at the same input size and resize policy (e.g. one recipe
+    trained with several ``--seed``s); ``evaluate``, ``predict``, ``serve`` and ``export`` read the new
+    folder like any run. It is scored on the first run's test split, beside each member.
+
+    Returns:
+        ``(folder, metrics)``: ``metrics["members"]`` holds each member's test metrics.
+
+    Raises:
+        RunError: fewer than 2 runs, a missing run, or runs that disagree on classes, input size or
+            resize policy, or that carry a decision rule (``ordinal.json``, multi-label thresholds)
+            an average of probabilities would drop.
+    """
+    from .models.ensemble import average_models
+
+    run_dirs = [Path(r) for r in run_dirs]
+    if len(run_dirs) < 2:
+        raise RunError(f"an ensemble needs at least 2 runs, got {len(run_dirs)}")
+    loaded = [load_run(r) for r in run_dirs]
+    first_config, first_names = loaded[0][1], loaded[0][2]
+    for run_dir, (_, config, names) in zip(run_dirs[1:], loaded[1:]):
+        for what, mine, theirs in (("classes", names, first_names), ("image_size", config.image_size,
+                                   first_config.image_size), ("resize", config.resize, first_config.resize)):
+            if mine != theirs:
+                raise RunError(f"{run_dir} has {what} {mine!r} but {run_dirs[0]} has {theirs!r}: an ensemble's "
+                               "members must agree on it (train them with the same options and --split-seed, other --seed)")
+    for run_dir in run_dirs:
+        for rule in ("ordinal.json", "thresholds.json"):
+            if (run_dir / rule).exists():
+                raise RunError(f"{run_dir} decides with {rule}, which an average of probabilities would drop; "
+                               "ensembles of runs with decision rules are not supported")
+    folders = [as_image_folder(c.data, val_split=c.val_split, test_split=c.test_split, seed=c.resolved_split_seed)
+               for _, c, _ in loaded]
+    held_out = [sorted(p for split in ("val", "test") for p, _ in f.splits.get(split, [])) for f in folders]
+    for run_dir, mine in zip(run_dirs[1:], held_out[1:]):
+        if mine != held_out[0]:
+            raise RunError(f"{run_dir} was validated and tested on other images than {run_dirs[0]} (the split is "
+                           "drawn from --seed): members would be scored on images others trained on. Train them "
+                           "with the same --split-seed and different --seed, or on a folder split into train/val/test")
+    model = average_models([m for m, _, _ in loaded])
+    items = folders[0].splits.get("test") or folders[0].splits.get("val") or []
+    score = (lambda m: evaluate_split(m, items, first_names, first_config.image_size, first_config.batch_size,
+                                      first_config.resize)) if items else (lambda m: {})
+    metrics = {**score(model), "members": {str(r): score(m) for r, (m, _, _) in zip(run_dirs, loaded)}}
+    run_dir = new_run_dir(output, name or f"ensemble-{run_dirs[0].name}")
+    atomic_write(run_dir / "model.keras", model.save)
+    config = TrainConfig.from_dict({**first_config.to_dict(), "name": run_dir.name})
+    atomic_text(run_dir / "config.yaml", yaml_text(config.to_dict(), "finetune ensemble: the first member's config "
+                                                   "(data, split, input size and resize are shared by all members)"))
+    atomic_text(run_dir / "labels.txt", "\n".join(first_names) + "\n")
+    atomic_text(run_dir / "members.txt", "\n".join(str(r.resolve()) for r in run_dirs) + "\n")
+    atomic_text(run_dir / "metrics.json", json.dumps({"test": metrics, "class_names": first_names}, indent=2))
+    images = []
+    if metrics.get("n") and "confusion_matrix" in metrics:
+        plot_confusion(metrics["confusion_matrix"], first_names, run_dir / "confusion.png")
+        images.append("confusion.png")
+    members = "; ".join(f"`{r.name}` {m['accuracy']:.2%}" for r, m in zip(run_dirs, metrics["members"].values())
+                        if m.get("n"))
+    summary = {"ensemble": f"the mean of {len(run_dirs)} runs' probabilities: " + ", ".join(f"`{r}`" for r in run_dirs),
+               "data": f"`{first_config.data}`, test split of the first run ({len(items)} images)",
+               **({"members' test accuracy": members} if members else {})}
+    report = markdown_report(title=f"finetune ensemble `{run_dir.name}`", summary=summary, metrics=metrics or None,
+                             skipped=[], images=images)
+    atomic_text(run_dir / "report.md", report)
+    atomic_text(run_dir / "report.html", html_report(report, run_dir))
+    return run_dir, metrics

@@ -64,6 +64,7 @@ def main(debug: bool) -> None:
     finetune predict RUN_DIR IMAGES... top-k classes per image
     finetune export RUN_DIR            SavedModel / TFLite / ONNX with a parity check
     finetune lr-find DATA_DIR          suggest a learning rate
+    finetune ensemble RUN_DIR...       one run averaging several runs' probabilities
     finetune backbones                 the available pretrained networks
     finetune explain RUN_DIR IMAGES... Grad-CAM: where the network looked
     finetune cache [--clear]           what the cache holds (converted weights, features)

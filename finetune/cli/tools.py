@@ -1,4 +1,4 @@
-"""``finetune lr-find``, ``backbones`` and ``cache``."""
+"""``finetune lr-find``, ``ensemble``, ``backbones`` and ``cache``."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def lr_find_command(data_dir, backbone, weights, image_size, optimizer, steps, p
 
     given = {k: v for k, v in (("backbone", backbone), ("weights", weights), ("image_size", image_size)) if v is not None}
     config = TrainConfig.from_dict({**TrainConfig().to_dict(), **given, "data": data_dir, "optimizer": optimizer})
-    folder = scan_folder(data_dir, val_split=config.val_split, test_split=config.test_split, seed=config.seed)
+    folder = scan_folder(data_dir, val_split=config.val_split, test_split=config.test_split, seed=config.resolved_split_seed)
     parts = build_model(config.backbone, folder.num_classes, weights=config.weights, image_size=config.image_size,
                         head=config.head_config(), augment="none", seed=config.seed)
     loader = dict(image_size=parts.image_size, batch_size=config.batch_size, binary=folder.binary)
@@ -37,6 +37,28 @@ def lr_find_command(data_dir, backbone, weights, image_size, optimizer, steps, p
     result.plot(plot_path)
     click.echo(f"suggested learning rate: {result.suggestion:.2g} (steepest descent; min-loss/10 = {result.min_loss_lr:.2g})")
     click.echo(f"plot: {plot_path}\nuse it: finetune train {data_dir} --lr {result.suggestion:.2g}")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--output", default="runs", show_default=True, type=click.Path(), help="Where the ensemble's run folder goes.")
+@click.option("--name", default=None, help="Its folder name [default: ensemble-<first run>].")
+def ensemble(run_dirs, output, name):
+    """One run whose model averages the probabilities of RUN_DIRS (e.g. one recipe trained with several --seed).
+
+    The new folder works with evaluate, predict, serve and export; it costs one forward pass per member.
+    """
+    _start_tensorflow()
+    from ..runs import ensemble_runs
+
+    run_dir, metrics = ensemble_runs(run_dirs, output, name)
+    for member, scores in metrics["members"].items():
+        if scores.get("n"):
+            click.echo(f"member {member}: test accuracy {scores['accuracy']:.2%} (balanced {scores['balanced_accuracy']:.2%})")
+    if metrics.get("n"):
+        click.echo(f"ensemble of {len(run_dirs)}: test accuracy {metrics['accuracy']:.2%} "
+                   f"(balanced {metrics['balanced_accuracy']:.2%}) on {metrics['n']} images")
+    click.echo(f"run folder: {run_dir}")
 
 
 @main.command()

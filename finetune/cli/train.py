@@ -17,7 +17,7 @@ NONE_DEFAULTS = {"image_size": "the backbone's, or the images' own size if small
                  "tune_lr": "lr/100 for colour photos, lr/10 for grayscale images",
                  "cache_variants": "2 with augmentation, 0 without",
                  "unfreeze_from": "the backbone's top block", "name": "DATA-BACKBONE-TIMESTAMP",
-                 "from_model": "none: use --backbone"}
+                 "from_model": "none: use --backbone", "split_seed": "--seed"}
 
 
 def _opt(name: str, type_, help_: str, field: str | None = None, **kw):
@@ -39,6 +39,8 @@ TRAIN_OPTIONS = [
     _opt("--val-split", float, "Validation fraction per class when DATA_DIR is not pre-split."),
     _opt("--test-split", float, "Test fraction per class when DATA_DIR is not pre-split."),
     _opt("--seed", int, "Seed of the split, initialisation and shuffling."),
+    _opt("--split-seed", int, "Seed of the val/test split only (default: --seed); keep it fixed and vary --seed to "
+         "train runs for `finetune ensemble` on one split."),
     _opt("--augment", click.Choice(AUGMENT_PRESETS), "Augmentation preset: light (flip, small rotation and zoom), flips (horizontal and vertical flips, for images without an up: cells, microscopy), seed (seed 002's ImageDataGenerator), none."),
     _opt("--pooling", click.Choice(POOLINGS), "How the feature map becomes a vector."),
     _opt("--feature-taps", int, "Also pool the ends of this many earlier stages of the base beside its top "

@@ -1,0 +1,86 @@
+"""``finetune ensemble``: several runs as one averaging model, through the commands that read runs."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from finetune.cli import main
+from finetune.data import load_images
+from finetune.runs import RunError, ensemble_runs, load_run
+
+from test_cli import TINY_FLAGS
+
+
+def run(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    """Two tiny runs of the same recipe on one split (``--split-seed 0``), trained with different seeds."""
+    from conftest import make_image_folder
+
+    root = tmp_path_factory.mktemp("ens")
+    data = make_image_folder(root / "data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FINETUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+        for seed in (0, 1):
+            code, out = run("train", data, *TINY_FLAGS, "--head-epochs", 2, "--tune-epochs", 0, "--seed", seed,
+                            "--split-seed", 0,
+                            "--val-split", 0.2, "--test-split", 0.2, "--output", root / "runs", "--name", f"s{seed}")
+            assert code == 0, out
+    return root, data
+
+
+def test_the_ensemble_averages_its_members_and_is_scored_beside_them(members):
+    root, data = members
+    code, out = run("ensemble", root / "runs" / "s0", root / "runs" / "s1", "--output", root / "runs", "--name", "ens")
+    assert code == 0, out
+    assert out.count("member ") == 2 and "ensemble of 2: test accuracy" in out, out
+    ens = root / "runs" / "ens"
+    model, config, names = load_run(ens)  # safe mode: stock layers only
+    a, b = (load_run(root / "runs" / s)[0] for s in ("s0", "s1"))
+    x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), (a.predict(x, verbose=0) + b.predict(x, verbose=0)) / 2,
+                               atol=1e-6)
+    metrics = json.loads((ens / "metrics.json").read_text())["test"]
+    assert len(metrics["members"]) == 2 and 0 <= metrics["accuracy"] <= 1
+    assert (ens / "members.txt").read_text().count("\n") == 2 and "members' test accuracy" in (ens / "report.md").read_text()
+    code, out = run("evaluate", ens)
+    assert code == 0 and f"{metrics['accuracy']:.2%}" in out, out
+    image = next(data.rglob("*.png"))
+    code, out = run("predict", ens, image)
+    assert code == 0 and image.name in out, out
+
+
+def test_members_that_disagree_or_are_too_few_are_refused(members, tmp_path):
+    root, data = members
+    with pytest.raises(RunError, match="at least 2 runs"):
+        ensemble_runs([root / "runs" / "s0"], tmp_path)
+    other = tmp_path / "other"
+    code, out = run("train", data, *TINY_FLAGS, "--image-size", 40, "--head-epochs", 1, "--tune-epochs", 0,
+                    "--output", tmp_path, "--name", "other")
+    assert code == 0, out
+    code, out = run("ensemble", root / "runs" / "s0", other, "--output", tmp_path)
+    assert code != 0 and "image_size 40" in out and "must agree" in out, out
+    assert not any(p.name.startswith("ensemble") for p in tmp_path.iterdir())
+
+
+def test_members_on_different_splits_are_refused(members, tmp_path):
+    root, data = members
+    code, out = run("train", data, *TINY_FLAGS, "--head-epochs", 1, "--tune-epochs", 0, "--seed", 1,
+                    "--val-split", 0.2, "--test-split", 0.2, "--output", tmp_path, "--name", "s1-own-split")
+    assert code == 0, out
+    code, out = run("ensemble", root / "runs" / "s0", tmp_path / "s1-own-split", "--output", tmp_path)
+    assert code != 0 and "other images" in out and "--split-seed" in out, out
+
+
+def test_split_seed_fixes_the_split_and_seed_still_varies_training(members):
+    root, _ = members
+    (a, ca, _), (b, cb, _) = (load_run(root / "runs" / s) for s in ("s0", "s1"))
+    assert (ca.seed, cb.seed, ca.resolved_split_seed, cb.resolved_split_seed) == (0, 1, 0, 0)
+    assert not all(np.allclose(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
