@@ -169,7 +169,7 @@ def split_metrics(result, items, config, ordinal=None) -> dict:
     }
 
 
-def run_seed(tree: Path, seed: int, overrides: dict, split: str) -> dict:
+def run_seed(tree: Path, seed: int, overrides: dict, split: str, lean: bool = False) -> dict:
     from finetune.config import TrainConfig
     from finetune.data import scan_folder
     from finetune.training import fine_tune
@@ -189,7 +189,37 @@ def run_seed(tree: Path, seed: int, overrides: dict, split: str) -> dict:
     for name in names:
         out[name] = split_metrics(result, folder.splits[name], config)
     out["wall_s"] = round(time.perf_counter() - start, 1)  # training and the plain evaluation
-    try:  # the same model under test-time augmentation (the views that match its training augmentation)
+    from finetune.data import make_dataset
+    from finetune.evaluation.predict import probabilities
+
+    datasets = {name: make_dataset(folder.splits[name], result.parts.image_size, batch_size=config.batch_size,
+                                   cache=None, resize=config.resize) for name in names}
+    for name in names:  # for post-hoc rule checks and ensembles of runs on one split (bench/ensemble_eval.py)
+        probs, labels = probabilities(result.model, datasets[name])
+        out[f"{name}_probs"] = [[round(float(q), 5) for q in row] for row in probs]
+        out[f"{name}_labels"] = [int(v) for v in labels]
+    if not lean:
+        measure_on_top(out, result, folder, config, names)
+    if config.decision == "accuracy" and not lean:  # the same model under --decision balanced (a correction fitted on val)
+        from finetune.training.decision import correct_priors
+
+        correction = correct_priors(result.model, datasets["val"], folder.counts("train"))
+        out["prior_correction"] = {"tau": correction.tau, "val_balanced_before": correction.balanced_before,
+                                   "val_balanced_after": correction.balanced_after}
+        for name in names:
+            out[name + "_balanced_decision"] = split_metrics(result, folder.splits[name], config)
+    out["train_s"] = round(train_s, 1)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return out
+
+
+def measure_on_top(out: dict, result, folder, config, names) -> None:
+    """The same model under test-time augmentation and under --ordinal (cut points fitted on val)."""
+    import numpy as np
+
+    from finetune.training.ordinal import fit_ordinal
+
+    try:  # the views that match its training augmentation
         from finetune.evaluation.diagnostics import evaluate_tta, tta_options
 
         for name in names:
@@ -201,40 +231,13 @@ def run_seed(tree: Path, seed: int, overrides: dict, split: str) -> dict:
                                   "confusion_matrix": cm}
     except Exception as err:  # a measurement on top: never lose the seed's run for it
         out["tta_error"] = repr(err)
-    from finetune.data import make_dataset
-
-    val_ds = make_dataset(folder.splits["val"], result.parts.image_size, batch_size=config.batch_size,
-                          cache=None, resize=config.resize)
-    if not config.ordinal:  # the same model under --ordinal (cut points fitted on val, for accuracy / balanced)
-        from finetune.evaluation.predict import probabilities
-        from finetune.training.ordinal import fit_ordinal
-
-        val_probs, val_labels = probabilities(result.model, val_ds)
-        out["val_probs"] = [[round(float(q), 5) for q in row] for row in val_probs]  # for post-hoc rule checks
-        out["val_labels"] = [int(v) for v in val_labels]
-        if "test" in names:  # for post-hoc ensembles of runs on the same split (judged on val, reported on test)
-            test_ds = make_dataset(folder.splits["test"], result.parts.image_size, batch_size=config.batch_size,
-                                   cache=None, resize=config.resize)
-            test_probs, test_labels = probabilities(result.model, test_ds)
-            out["test_probs"] = [[round(float(q), 5) for q in row] for row in test_probs]
-            out["test_labels"] = [int(v) for v in test_labels]
-            out["test_files"] = [os.path.basename(p) for p, _ in folder.splits["test"]]
-        for metric in ("accuracy", "balanced"):
-            rule = fit_ordinal(val_probs, val_labels, metric)
-            out[f"ordinal_{metric}_rule"] = rule.to_dict()
-            for name in names:
-                out[f"{name}_ordinal_{metric}"] = split_metrics(result, folder.splits[name], config, rule)
-    if config.decision == "accuracy":  # the same model under --decision balanced (a correction fitted on val)
-        from finetune.training.decision import correct_priors
-
-        correction = correct_priors(result.model, val_ds, folder.counts("train"))
-        out["prior_correction"] = {"tau": correction.tau, "val_balanced_before": correction.balanced_before,
-                                   "val_balanced_after": correction.balanced_after}
+    if config.ordinal:
+        return
+    for metric in ("accuracy", "balanced"):
+        rule = fit_ordinal(np.array(out["val_probs"]), np.array(out["val_labels"]), metric)
+        out[f"ordinal_{metric}_rule"] = rule.to_dict()
         for name in names:
-            out[name + "_balanced_decision"] = split_metrics(result, folder.splits[name], config)
-    out["train_s"] = round(train_s, 1)
-    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    return out
+            out[f"{name}_ordinal_{metric}"] = split_metrics(result, folder.splits[name], config, rule)
 
 
 # ---------------------------------------------------------------------------- driver
@@ -275,13 +278,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=None, help="folder for the split trees [$TMPDIR/elpv-accuracy]")
     parser.add_argument("--cold", action="store_true", help="empty feature cache per seed (wall time of a first run)")
     parser.add_argument("--json", default=None, help="also write every seed's result to this JSON file")
+    parser.add_argument("--lean", action="store_true", help="skip TTA, ordinal and prior-correction scoring; keep "
+                        "val/test probabilities (for bench/ensemble_eval.py)")
     parser.add_argument("--child", nargs=3, metavar=("TREE", "SEED", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     overrides = {**(QUICK if args.quick else {}), **parse_set(args.set)}
     if args.child:
         tree, seed, out = args.child
-        result = run_seed(Path(tree), int(seed), overrides, args.split)
+        result = run_seed(Path(tree), int(seed), overrides, args.split, args.lean)
         Path(out).write_text(json.dumps(result))
         return 0
 
@@ -303,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             out = os.path.join(tmp, "result.json")
             cmd = [sys.executable, __file__, "--child", str(tree), str(seed), out, "--split", args.split]
             cmd += [x for kv in args.set for x in ("--set", kv)] + (["--quick"] if args.quick else [])
+            cmd += ["--lean"] if args.lean else []
             proc = subprocess.run(cmd, env=env)
             if proc.returncode != 0:
                 print(f"seed {seed}: failed (exit {proc.returncode})", file=sys.stderr)
