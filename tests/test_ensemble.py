@@ -55,6 +55,26 @@ def test_the_ensemble_averages_its_members_and_is_scored_beside_them(members):
     image = next(data.rglob("*.png"))
     code, out = run("predict", ens, image)
     assert code == 0 and image.name in out, out
+    code, out = run("explain", ens, image)
+    assert code == 0 and (ens / "explain" / f"{image.stem}.gradcam.png").exists(), out
+
+
+def test_an_ensemble_is_explained_by_its_members_mean_heatmap(members):
+    from finetune.evaluation.explain import ensemble_members, grad_cam
+
+    root, _ = members
+    a, b = (load_run(root / "runs" / s)[0] for s in ("s0", "s1"))
+    from finetune.models.ensemble import average_models
+
+    both = average_models([a, b])
+    assert len(ensemble_members(both)) == 2 and ensemble_members(a) == []
+    x = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    found = grad_cam(both, x, 1)
+    for i in range(2):
+        mean = (grad_cam(a, x, 1)[i].heatmap + grad_cam(b, x, 1)[i].heatmap) / 2
+        np.testing.assert_allclose(found[i].heatmap, mean / mean.max(), atol=1e-5)
+        assert found[i].class_index == 1
+        assert found[i].probability == pytest.approx(float(both.predict(x, verbose=0)[i, 1]), abs=1e-5)
 
 
 def test_members_that_disagree_or_are_too_few_are_refused(members, tmp_path):

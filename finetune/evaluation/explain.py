@@ -6,7 +6,9 @@ finetune model that map is the base's output (the last conv block of every
 registered backbone); for any chain of layers, the last layer with a 4-D
 output (found by walking the model, e.g. a model trained ``--from`` another).
 Binary (one sigmoid unit), multi-class (softmax) and multi-label (sigmoids)
-heads all work: the score of class ``c`` is its probability.
+heads all work: the score of class ``c`` is its probability. An ensemble
+(:func:`finetune.models.ensemble.average_models`) is explained by the mean of
+its members' heatmaps for the class the ensemble chose.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ def grad_cam(model: keras.Model, images: np.ndarray, class_index: int | Sequence
     """
     import tensorflow as tf
 
+    members = ensemble_members(model)
+    if members:
+        return _explain_ensemble(model, members, images, class_index)
     layers, last_conv = _chain(model)
     x = tf.convert_to_tensor(np.asarray(images, np.float32))
     with tf.GradientTape() as tape:
@@ -94,6 +99,28 @@ def grad_cam(model: keras.Model, images: np.ndarray, class_index: int | Sequence
     for cam, p, c in zip(cams, probs, chosen):
         top = cam.max()
         out.append(Explanation(cam / top if top > 0 else cam, int(c), float(p[c]), p))
+    return out
+
+
+def ensemble_members(model: keras.Model) -> list[keras.Model]:
+    """The members of a model built by :func:`~finetune.models.ensemble.average_models` (else ``[]``)."""
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if len(layers) > 2 and isinstance(layers[-1], keras.layers.Average) and all(
+            isinstance(layer, keras.Model) for layer in layers[:-1]):
+        return layers[:-1]
+    return []
+
+
+def _explain_ensemble(model, members, images, class_index) -> list[Explanation]:
+    probs = np.asarray(model(np.asarray(images, np.float32), training=False))
+    probs = probs if probs.shape[-1] > 1 else np.concatenate([1 - probs, probs], axis=-1)
+    chosen = probs.argmax(-1) if class_index is None else np.broadcast_to(np.asarray(class_index), (len(probs),))
+    per_member = [grad_cam(member, images, chosen) for member in members]
+    out = []
+    for i, (p, c) in enumerate(zip(probs, chosen)):
+        heatmap = np.mean([found[i].heatmap for found in per_member], axis=0)
+        top = heatmap.max()
+        out.append(Explanation(heatmap / top if top > 0 else heatmap, int(c), float(p[c]), p))
     return out
 
 
