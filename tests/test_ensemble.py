@@ -77,26 +77,37 @@ def test_an_ensemble_is_explained_by_its_members_mean_heatmap(members):
         assert found[i].probability == pytest.approx(float(both.predict(x, verbose=0)[i, 1]), abs=1e-5)
 
 
+def _copy_with(run_dir, dest, **config):
+    """A copy of a run folder with some config.yaml values changed (no training needed)."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(run_dir, dest)
+    values = yaml.safe_load((dest / "config.yaml").read_text())
+    (dest / "config.yaml").write_text(yaml.safe_dump({**values, **config}))
+    return dest
+
+
 def test_members_that_disagree_or_are_too_few_are_refused(members, tmp_path):
-    root, data = members
+    root, _ = members
     with pytest.raises(RunError, match="at least 2 runs"):
         ensemble_runs([root / "runs" / "s0"], tmp_path)
-    other = tmp_path / "other"
-    code, out = run("train", data, *TINY_FLAGS, "--image-size", 40, "--head-epochs", 1, "--tune-epochs", 0,
-                    "--output", tmp_path, "--name", "other")
-    assert code == 0, out
+    other = _copy_with(root / "runs" / "s1", tmp_path / "other", image_size=40)
     code, out = run("ensemble", root / "runs" / "s0", other, "--output", tmp_path)
     assert code != 0 and "image_size 40" in out and "must agree" in out, out
     assert not any(p.name.startswith("ensemble") for p in tmp_path.iterdir())
 
 
 def test_members_on_different_splits_are_refused(members, tmp_path):
-    root, data = members
-    code, out = run("train", data, *TINY_FLAGS, "--head-epochs", 1, "--tune-epochs", 0, "--seed", 1,
-                    "--val-split", 0.2, "--test-split", 0.2, "--output", tmp_path, "--name", "s1-own-split")
-    assert code == 0, out
-    code, out = run("ensemble", root / "runs" / "s0", tmp_path / "s1-own-split", "--output", tmp_path)
+    root, _ = members
+    own_split = _copy_with(root / "runs" / "s1", tmp_path / "own-split", split_seed=None)  # split drawn from seed 1
+    code, out = run("ensemble", root / "runs" / "s0", own_split, "--output", tmp_path)
     assert code != 0 and "other images" in out and "--split-seed" in out, out
+    ruled = _copy_with(root / "runs" / "s1", tmp_path / "ruled")
+    (ruled / "ordinal.json").write_text("{}")
+    with pytest.raises(RunError, match="ordinal.json"):
+        ensemble_runs([root / "runs" / "s0", ruled], tmp_path)
 
 
 def test_split_seed_fixes_the_split_and_seed_still_varies_training(members):
