@@ -44,7 +44,8 @@ def lr_find_command(data_dir, backbone, weights, image_size, optimizer, steps, p
 @click.option("--output", default="runs", show_default=True, type=click.Path(), help="Where the ensemble's run folder goes.")
 @click.option("--name", default=None, help="Its folder name [default: ensemble-<first run>].")
 def ensemble(run_dirs, output, name):
-    """One run whose model averages the probabilities of RUN_DIRS (e.g. one recipe trained with several --seed).
+    """One run whose model averages the probabilities of RUN_DIRS (one recipe trained with several --seed and the
+    same --split-seed).
 
     The new folder works with evaluate, predict, serve and export; it costs one forward pass per member.
     """
