@@ -198,7 +198,15 @@ def run_seed(tree: Path, seed: int, overrides: dict, split: str, lean: bool = Fa
         probs, labels = probabilities(result.model, datasets[name])
         out[f"{name}_probs"] = [[round(float(q), 5) for q in row] for row in probs]
         out[f"{name}_labels"] = [int(v) for v in labels]
-    if not lean:
+    if lean:  # and under test-time augmentation (the views of its training augmentation), for ensembles of TTA
+        from finetune.data import load_images
+        from finetune.evaluation.diagnostics import tta_options, tta_predict
+
+        for name in names:
+            images = load_images([p for p, _ in folder.splits[name]], result.parts.image_size, config.resize)
+            probs = tta_predict(result.model, images, batch_size=config.batch_size, **tta_options(config.augment))
+            out[f"{name}_tta_probs"] = [[round(float(q), 5) for q in row] for row in probs]
+    else:
         measure_on_top(out, result, folder, config, names)
     if config.decision == "accuracy" and not lean:  # the same model under --decision balanced (a correction fitted on val)
         from finetune.training.decision import correct_priors

@@ -34,30 +34,41 @@ def main(paths: list[str]) -> int:
     if len(runs) < 2:
         print("give at least 2 JSON files of runs on the same splits")
         return 2
-    table = {"val": [], "test": []}
+    tta = all("val_tta_probs" in r for seeds in runs for r in seeds)
+    kinds = ("", "tta_") if tta else ("",)
+    table = {f"{split}{' tta' if kind else ''}": [] for kind in kinds for split in ("val", "test")}
     for per_split in zip(*runs):  # the same split seed in every file
-        for split in table:
-            if f"{split}_probs" not in per_split[0]:
-                continue
-            labels = np.array(per_split[0][f"{split}_labels"])
-            if any(r[f"{split}_labels"] != per_split[0][f"{split}_labels"] for r in per_split):
-                raise SystemExit(f"{split} labels differ between files: not the same split")
-            members = [scores(np.array(r[f"{split}_probs"]), labels) for r in per_split]
-            both = scores(np.mean([np.array(r[f"{split}_probs"]) for r in per_split], axis=0), labels)
-            table[split].append((members, both))
+        for kind in kinds:
+            for split in ("val", "test"):
+                key = f"{split}_{kind}probs"
+                if key not in per_split[0]:
+                    continue
+                labels = np.array(per_split[0][f"{split}_labels"])
+                if any(r[f"{split}_labels"] != per_split[0][f"{split}_labels"] for r in per_split):
+                    raise SystemExit(f"{split} labels differ between files: not the same split")
+                members = [scores(np.array(r[key]), labels) for r in per_split]
+                both = scores(np.mean([np.array(r[key]) for r in per_split], axis=0), labels)
+                table[f"{split}{' tta' if kind else ''}"].append((members, both))
     for split, rows in table.items():
+        if not rows:
+            continue
         for metric in ("4-class", "balanced", "binary p>0.5", "0-vs-rest"):
             single = [np.mean([m[metric] for m in members]) for members, _ in rows]
             ens = [both[metric] for _, both in rows]
             diff = np.array(ens) - np.array(single)
-            print(f"{split:4s} {metric:12s} members {np.mean(single):5.1f}  ensemble of {len(runs)} {np.mean(ens):5.1f}  "
+            print(f"{split:8s} {metric:12s} members {np.mean(single):5.1f}  ensemble of {len(runs)} {np.mean(ens):5.1f}  "
                   f"paired {diff.mean():+.1f} +- {diff.std(ddof=1) if len(diff) > 1 else 0:.1f}  "
                   f"(per split: {', '.join(f'{e:.1f}' for e in ens)})")
-    test = table["test"]
+    if tta:  # TTA of each member vs the plain members, val, paired per split
+        gain = [np.mean([m["4-class"] for m in t[0]]) - np.mean([m["4-class"] for m in p[0]])
+                for t, p in zip(table["val tta"], table["val"])]
+        print(f"val: TTA of one member {np.mean(gain):+.1f} over the plain member")
+    test = table["test tta"] if tta else table["test"]
     if test:
         ens = {m: np.mean([both[m] for _, both in test]) for m in ("4-class", "balanced", "binary p>0.5")}
-        val_gain = np.mean([both["4-class"] - np.mean([m["4-class"] for m in members]) for members, both in table["val"]])
-        print(f"ELPV ensemble of {len(runs)} seeds, test: 4-class {ens['4-class']:.1f}%, balanced {ens['balanced']:.1f}%, "
+        val = table["val tta"] if tta else table["val"]
+        val_gain = np.mean([both["4-class"] - np.mean([m["4-class"] for m in members]) for members, both in val])
+        print(f"ELPV ensemble of {len(runs)} seeds{' with TTA' if tta else ''}, test: 4-class {ens['4-class']:.1f}%, balanced {ens['balanced']:.1f}%, "
               f"binary p>0.5 {ens['binary p>0.5']:.1f}% (mean of {len(test)} splits; val {val_gain:+.1f} over one member)")
     return 0
 
