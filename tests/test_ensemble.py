@@ -2,21 +2,12 @@
 
 import json
 
-import keras
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from finetune.cli import main
-from finetune.data import load_images
 from finetune.runs import RunError, ensemble_runs, load_run
 
-from test_cli import TINY_FLAGS
-
-
-def run(*args):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    return result.exit_code, result.output
+from test_cli import TINY_FLAGS, run
 
 
 @pytest.fixture(scope="module")
