@@ -38,7 +38,7 @@ TRAIN_OPTIONS = [
     _opt("--batch-size", int, "Images per batch."),
     _opt("--val-split", float, "Validation fraction per class when DATA_DIR is not pre-split."),
     _opt("--test-split", float, "Test fraction per class when DATA_DIR is not pre-split."),
-    _opt("--seed", int, "Seed of the split, initialisation and shuffling."),
+    _opt("--seed", int, "Seed of initialisation and shuffling, and of the split unless --split-seed is given."),
     _opt("--split-seed", int, "Seed of the val/test split only (default: --seed); keep it fixed and vary --seed to "
          "train runs for `finetune ensemble` on one split."),
     _opt("--augment", click.Choice(AUGMENT_PRESETS), "Augmentation preset: light (flip, small rotation and zoom), flips (horizontal and vertical flips, for images without an up: cells, microscopy), seed (seed 002's ImageDataGenerator), none."),
