@@ -69,3 +69,13 @@ def fine_tune_config(**overrides):
     from finetune import TrainConfig
 
     return TrainConfig.from_dict({**TrainConfig().to_dict(), **TINY_RUN, **overrides})
+
+
+def test_lite0_stages_are_the_ends_of_blocks_6_and_5_first():
+    from finetune.models import get_backbone
+
+    spec = get_backbone("efficientnet_lite0")
+    base = spec.build((224, 224, 3), None)
+    assert stage_ends(base, spec.block_pattern)[:3] == ["block6d_add", "block5c_add", "block4c_add"]
+    tapped, _ = with_taps(base, spec.block_pattern, 2)
+    assert tuple(tapped.output.shape) == (None, 7, 7, 1280 + 192 + 112)
