@@ -98,6 +98,10 @@ class TrainConfig:
         """The seed that draws the val/test split: ``split_seed``, else ``seed``."""
         return self.seed if self.split_seed is None else self.split_seed
 
+    def split_args(self) -> dict[str, Any]:
+        """How this run splits its data: the keyword arguments of ``as_image_folder`` / ``scan_folder``."""
+        return {"val_split": self.val_split, "test_split": self.test_split, "seed": self.resolved_split_seed}
+
     @property
     def resolved_tune_lr(self) -> float:
         return self.tune_lr if self.tune_lr is not None else self.lr / 100

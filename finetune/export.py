@@ -220,7 +220,7 @@ def _test_items(config) -> list[tuple[str, int]]:
     if not config.data or not Path(config.data).is_dir():
         return []
     try:
-        folder = as_image_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.resolved_split_seed)
+        folder = as_image_folder(config.data, **config.split_args())
     except DataError:
         return []
     return folder.splits.get("test") or []

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from .config import TrainConfig
 from .data import as_image_folder, make_dataset
@@ -183,7 +184,7 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
             resume = None
     # Everything that can be checked before training is checked before a run folder exists.
     started = time.perf_counter()
-    folder = as_image_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.resolved_split_seed)
+    folder = as_image_folder(config.data, **config.split_args())
     scan_seconds = time.perf_counter() - started
     if not config.from_model:
         check_image_size(get_backbone(config.backbone), config.image_size)
@@ -307,8 +308,13 @@ def ensemble_runs(run_dirs, output: str | Path = "runs", name: str | None = None
             if (run_dir / rule).exists():
                 raise RunError(f"{run_dir} decides with {rule}, which an average of probabilities would drop; "
                                "ensembles of runs with decision rules are not supported")
-    folders = [as_image_folder(c.data, val_split=c.val_split, test_split=c.test_split, seed=c.resolved_split_seed)
-               for _, c, _ in loaded]
+    scans: dict[str, Any] = {}  # members trained alike share one scan of their data
+    folders = []
+    for _, c, _ in loaded:
+        key = json.dumps([c.data, c.split_args()])
+        if key not in scans:
+            scans[key] = as_image_folder(c.data, **c.split_args())
+        folders.append(scans[key])
     held_out = [sorted(p for split in ("val", "test") for p, _ in f.splits.get(split, [])) for f in folders]
     for run_dir, mine in zip(run_dirs[1:], held_out[1:]):
         if mine != held_out[0]:
@@ -317,9 +323,15 @@ def ensemble_runs(run_dirs, output: str | Path = "runs", name: str | None = None
                            "with the same --split-seed and different --seed, or on a folder split into train/val/test")
     model = average_models([m for m, _, _ in loaded])
     items = folders[0].splits.get("test") or folders[0].splits.get("val") or []
-    score = (lambda m: evaluate_split(m, items, first_names, first_config.image_size, first_config.batch_size,
-                                      first_config.resize)) if items else (lambda m: {})
-    metrics = {**score(model), "members": {str(r): score(m) for r, (m, _, _) in zip(run_dirs, loaded)}}
+    metrics: dict[str, Any] = {"members": {str(r): {} for r in run_dirs}}
+    if items:  # decoded once; the ensemble's probabilities are its members' mean (what its Average layer computes)
+        ds = make_dataset(items, first_config.image_size, batch_size=first_config.batch_size,
+                          binary=len(first_names) == 2, cache="auto", resize=first_config.resize)
+        member_probs = [probabilities(m, ds) for m, _, _ in loaded]
+        labels = member_probs[0][1]
+        metrics = {**classification_metrics(labels, np.mean([p for p, _ in member_probs], axis=0), first_names),
+                   "members": {str(r): classification_metrics(labels, p, first_names)
+                               for r, (p, _) in zip(run_dirs, member_probs)}}
     run_dir = new_run_dir(output, name or f"ensemble-{run_dirs[0].name}")
     atomic_write(run_dir / "model.keras", model.save)
     config = TrainConfig.from_dict({**first_config.to_dict(), "name": run_dir.name})

@@ -30,7 +30,7 @@ def evaluate(run_dir, data_dir, tta, unsafe):
         _check_classes(folder.class_names, class_names, data_dir)
         items = [item for split in folder.splits.values() for item in split]
     else:
-        folder = as_image_folder(config.data, val_split=config.val_split, test_split=config.test_split, seed=config.resolved_split_seed)
+        folder = as_image_folder(config.data, **config.split_args())
         items = folder.splits.get("test") or folder.splits.get("val")
     ordinal = load_ordinal(run_dir)
     metrics = evaluate_split(model, items, class_names, config.image_size, config.batch_size, config.resize,

@@ -26,7 +26,7 @@ def lr_find_command(data_dir, backbone, weights, image_size, optimizer, steps, p
 
     given = {k: v for k, v in (("backbone", backbone), ("weights", weights), ("image_size", image_size)) if v is not None}
     config = TrainConfig.from_dict({**TrainConfig().to_dict(), **given, "data": data_dir, "optimizer": optimizer})
-    folder = scan_folder(data_dir, val_split=config.val_split, test_split=config.test_split, seed=config.resolved_split_seed)
+    folder = scan_folder(data_dir, **config.split_args())
     parts = build_model(config.backbone, folder.num_classes, weights=config.weights, image_size=config.image_size,
                         head=config.head_config(), augment="none", seed=config.seed)
     loader = dict(image_size=parts.image_size, batch_size=config.batch_size, binary=folder.binary)

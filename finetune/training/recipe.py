@@ -110,8 +110,7 @@ class RecipeRun(PhaseInputs):
         start = time.perf_counter()
         self.budget_end = time.monotonic() + 60 * config.time_budget if config.time_budget else None
         self.config = config
-        self.folder = as_image_folder(data, val_split=config.val_split, test_split=config.test_split, seed=config.resolved_split_seed,
-                                      validation_data=validation_data)
+        self.folder = as_image_folder(data, **config.split_args(), validation_data=validation_data)
         if not isinstance(data, (str, os.PathLike)) and not config.data:
             config.data = self.folder.root  # arrays and datasets: where their PNGs were written
         self.timings: dict[str, float] = {"scan": time.perf_counter() - start}
