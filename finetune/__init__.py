@@ -30,8 +30,9 @@ __version__ = "0.1.0"
 #: The public API: name -> the module that defines it. Imported on first use, so that
 #: ``import finetune.cli`` (and ``finetune --help``) does not start TensorFlow.
 _PUBLIC = {
-    "ConfigError": "finetune.config", "TrainConfig": "finetune.config",
-    "DataError": "finetune.data", "ImageFolder": "finetune.data", "load_image": "finetune.data",
+    "ConfigError": "finetune.errors", "TrainConfig": "finetune.config",
+    "ExportError": "finetune.errors", "FinetuneError": "finetune.errors", "UnknownBackboneError": "finetune.errors",
+    "DataError": "finetune.errors", "ImageFolder": "finetune.data", "load_image": "finetune.data",
     "make_dataset": "finetune.data", "scan_folder": "finetune.data",
     "augmentation": "finetune.data.augment",
     "classification_metrics": "finetune.evaluation",
@@ -40,7 +41,8 @@ _PUBLIC = {
     "UnfreezePolicy": "finetune.models", "build_classifier": "finetune.models", "build_model": "finetune.models",
     "freeze": "finetune.models", "get_backbone": "finetune.models", "list_backbones": "finetune.models",
     "register": "finetune.models", "reuse": "finetune.models",
-    "RunError": "finetune.runs", "evaluate_split": "finetune.runs", "load_run": "finetune.runs",
+    "RunError": "finetune.errors", "evaluate_split": "finetune.runs", "load_run": "finetune.runs", "Run": "finetune.run_folder",
+    "ImageSpec": "finetune.data.spec", "Recipe": "finetune.training.resolve", "resolve": "finetune.training.resolve",
     "train": "finetune.runs",
     "FineTuneResult": "finetune.training", "Phase": "finetune.training", "TrainingDiverged": "finetune.training",
     "fine_tune": "finetune.training", "fit_phase": "finetune.training",
@@ -54,7 +56,7 @@ __all__ = sorted(_PUBLIC)
 
 def _public(name: str):
     module = _PUBLIC[name]
-    if module != "finetune.config":
+    if module not in ("finetune.config", "finetune.errors"):
         from ._compat import import_tensorflow_quietly
 
         import_tensorflow_quietly()
@@ -62,7 +64,7 @@ def _public(name: str):
 
 
 #: Subpackages and modules reachable as attributes after a bare ``import finetune``.
-_SUBMODULES = ("cache", "choices", "cli", "config", "data", "evaluation", "export", "models", "runs", "tracking",
+_SUBMODULES = ("cache", "choices", "cli", "config", "data", "errors", "evaluation", "export", "models", "run_folder", "runs", "tracking",
                "training", "util")
 
 

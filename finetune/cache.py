@@ -7,6 +7,8 @@ import os
 import warnings
 from pathlib import Path
 
+from .errors import ConfigError
+
 
 def cache_root() -> Path:
     """``$FINETUNE_CACHE_DIR`` or the platform user cache dir of finetune."""
@@ -86,7 +88,7 @@ def parse_size(text: str) -> int:
     try:
         return int(float(number) * _UNITS[unit])
     except (KeyError, ValueError):
-        raise ValueError(f"cache size {text!r}: expected a number with an optional unit (KB, MB, GB, TB), "
+        raise ConfigError(f"cache size {text!r}: expected a number with an optional unit (KB, MB, GB, TB), "
                          "e.g. 5GB") from None
 
 

@@ -54,3 +54,20 @@ CACHE_DTYPES = choices_of(CacheDtype)
 BN_STATS = choices_of(BnStats)
 EXPORT_FORMATS = choices_of(ExportFormat)
 QUANTIZATIONS = choices_of(Quantization)
+
+#: The backbones finetune registers itself (``finetune backbones``), named here so a config can be checked before
+#: TensorFlow starts; a test keeps it equal to the registry. Names registered at run time are accepted too.
+BUILTIN_BACKBONES = (
+    "vgg16", "vgg19", "resnet50", "resnet50v2", "inceptionv3", "xception", "mobilenetv2", "mobilenetv3small",
+    "mobilenetv3large", "efficientnetb0", "efficientnetb1", "efficientnetb2", "efficientnetb3", "efficientnetv2b0",
+    "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+)
+
+#: What each schedule needs beyond a learning rate: ``{schedule: (required config keys, optional config keys)}``.
+#: A schedule absent here takes none; the config refuses a required key left out or a key given to another schedule.
+SCHEDULE_PARAMETERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "piecewise": (("schedule_boundaries",), ("schedule_values",)),
+}
+
+#: How images meet the square input unless a run says otherwise: ``TrainConfig`` and every library function.
+DEFAULT_RESIZE: Resize = "crop"

@@ -18,14 +18,36 @@ from typing import Any
 import yaml
 
 from .choices import (
-    AUGMENT_PRESETS, BN_STATS, CACHE_DTYPES, CLASS_WEIGHTS, DECISIONS, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, SCHEDULES, STRATEGIES,
+    BUILTIN_BACKBONES, SCHEDULE_PARAMETERS, AUGMENT_PRESETS, BN_STATS, CACHE_DTYPES, CLASS_WEIGHTS, DECISIONS, DEFAULT_RESIZE, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, SCHEDULES, STRATEGIES,
     RESIZE_POLICIES, TUNE_INPUTS,
 )
+from .errors import ConfigError
 from .util import suggest
 
 
-class ConfigError(ValueError):
-    """A bad configuration key or value."""
+@dataclass
+class HeadConfig:
+    """What goes on top of the backbone (built by :func:`finetune.models.build_classifier`).
+
+    A pure value, so it lives here beside :class:`TrainConfig` rather than with
+    the Keras code; ``finetune.models.HeadConfig`` is the same class.
+
+    Attributes:
+        pooling: ``"avg"`` (global average pooling, seeds 000/001) or ``"flatten"`` (seed 002).
+        hidden: Sizes of hidden Dense layers, e.g. ``[256]``.
+        activation: Activation of the hidden layers.
+        dropout: Dropout rate before each Dense layer (0 disables it).
+        l1, l2: Kernel regularization factors of every head Dense layer.
+        max_norm: Max-norm constraint on every head kernel, or ``None``.
+    """
+
+    pooling: str = "avg"
+    hidden: list[int] = field(default_factory=list)
+    activation: str = "relu"
+    dropout: float = 0.2
+    l1: float = 0.0
+    l2: float = 0.0
+    max_norm: float | None = None
 
 
 @dataclass
@@ -38,7 +60,7 @@ class TrainConfig:
     from_model: str | None = None
     drop_top: int = 1
     image_size: int | None = None
-    resize: str = "crop"
+    resize: str = DEFAULT_RESIZE
     batch_size: int = 32
     val_split: float = 0.1
     test_split: float = 0.1
@@ -65,6 +87,8 @@ class TrainConfig:
     unfreeze_fraction: float | None = None
     patience: int = 10
     schedule: str = "cosine"
+    schedule_boundaries: list[float] | None = None
+    schedule_values: list[float] | None = None
     warmup_epochs: float = 1.0
     discriminative: bool = False
     clipnorm: float | None = None
@@ -106,10 +130,8 @@ class TrainConfig:
     def resolved_tune_lr(self) -> float:
         return self.tune_lr if self.tune_lr is not None else self.lr / 100
 
-    def head_config(self):
-        """The :class:`~finetune.models.HeadConfig` these fields describe."""
-        from .models.heads import HeadConfig  # imports Keras: only when a model is built
-
+    def head_config(self) -> HeadConfig:
+        """The :class:`HeadConfig` these fields describe."""
         return HeadConfig(self.pooling, list(self.hidden), self.activation, self.dropout, self.l1, self.l2, self.max_norm)
 
     def validate(self) -> "TrainConfig":
@@ -165,7 +187,40 @@ class TrainConfig:
         chosen = [k for k in ("unfreeze_from", "unfreeze_blocks", "unfreeze_fraction") if getattr(self, k) is not None]
         if len(chosen) > 1:
             raise ConfigError(f"give only one of {', '.join(chosen)}")
+        if not self.from_model:
+            _check_backbone(self.backbone)
+        self._check_schedule_parameters()
         return self
+
+    def schedule_params(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`~finetune.training.optim.make_schedule` this config declares."""
+        if self.schedule != "piecewise":
+            return {}
+        boundaries = list(self.schedule_boundaries or [])
+        factors = self.schedule_values or [0.1**i for i in range(len(boundaries) + 1)]
+        return {"boundaries": boundaries, "factors": list(factors)}
+
+    def _check_schedule_parameters(self) -> None:
+        required, optional = SCHEDULE_PARAMETERS.get(self.schedule, ((), ()))
+        for key in required:
+            if getattr(self, key) is None:
+                raise ConfigError(f"schedule: {self.schedule!r} needs {key} (--{key.replace('_', '-')} "
+                                  "3,6: phase epochs where the rate steps down)")
+        declared = {k for keys in SCHEDULE_PARAMETERS.values() for pair in keys for k in pair}
+        for key in sorted(declared - set(required) - set(optional)):
+            if getattr(self, key) is not None:
+                raise ConfigError(f"{key}: only the schedules that declare it take it; schedule is {self.schedule!r} "
+                                  f"(drop --{key.replace('_', '-')} or use --schedule piecewise)")
+        if self.schedule == "piecewise":
+            boundaries = self.schedule_boundaries
+            if any(b <= 0 for b in boundaries) or list(boundaries) != sorted(set(boundaries)):
+                raise ConfigError(f"schedule_boundaries: must be increasing epochs > 0, got {boundaries}")
+            if self.schedule_values is not None and len(self.schedule_values) != len(boundaries) + 1:
+                raise ConfigError(f"schedule_values: one learning-rate factor per interval, {len(boundaries) + 1} for "
+                                  f"{len(boundaries)} boundaries; got {len(self.schedule_values)}")
+            if self.schedule_values is not None and any(v <= 0 for v in self.schedule_values):
+                raise ConfigError(f"schedule_values: factors of each phase's learning rate must be > 0, got "
+                                  f"{self.schedule_values}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -204,6 +259,22 @@ def _check_range(key: str, value: Any, low: float | None, high: float | None, in
         raise ConfigError(f"{key}: must be {bounds}, got {value!r}")
 
 
+def _check_backbone(name: str) -> None:
+    """Refuse an unknown backbone without starting TensorFlow: the built-in names, plus any registered already."""
+    import sys
+
+    known = set(BUILTIN_BACKBONES)
+    registry = sys.modules.get("finetune.models.backbones.registry")
+    if registry is not None:
+        known |= {b.name for b in registry.list_backbones()}
+    if name not in known:
+        from .errors import UnknownBackboneError
+
+        hint = suggest(name, sorted(known)).strip()
+        raise UnknownBackboneError(f"backbone: {name!r} is not a known backbone. {hint + ' ' if hint else ''}"
+                                   "`finetune backbones` lists them")
+
+
 def _check_choice(key: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise ConfigError(f"{key}: must be one of {', '.join(str(c) for c in choices)}; got {value!r}")
@@ -219,11 +290,14 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         raise ConfigError(f"{key}: must not be empty")
     base = next((a for a in args if a is not type(None)), hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else hint
     if typing.get_origin(base) is list:
-        if isinstance(value, int) and not isinstance(value, bool):
+        item = typing.get_args(base)[0]
+        allowed, phrase = ((int, float), "numbers") if item is float else (int, "integers")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise ConfigError(f"{key}: must be a list of integers, got {value!r}")
-        return value
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, allowed) and not isinstance(v, bool)
+                                                           for v in value):
+            raise ConfigError(f"{key}: must be a list of {phrase}, got {value!r}")
+        return [item(v) for v in value]
     expected = {bool: (bool, "true or false"), float: ((int, float), "a number"), int: (int, "an integer"),
                 str: (str, "a string")}.get(base)
     if expected is not None:

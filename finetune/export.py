@@ -33,15 +33,12 @@ from typing import Sequence
 import keras
 import numpy as np
 
+from .choices import EXPORT_FORMATS, QUANTIZATIONS
+from .errors import ExportError
 from .evaluation.predict import as_class_probs, predict_batches
 
-FORMATS = ("savedmodel", "tflite", "onnx")
-QUANTIZATIONS = ("float16", "int8")
+FORMATS = EXPORT_FORMATS  # the closed lists live in finetune.choices
 ONNX_HINT = "pip install keras-finetune[onnx]  (tf2onnx and onnxruntime)"
-
-
-class ExportError(ValueError):
-    """An export that cannot be done as asked, phrased so the caller can fix it."""
 
 
 @dataclass(frozen=True)
@@ -149,7 +146,7 @@ def export(
         raise ExportError(f"quantize={quantize!r}: only tflite takes quantize, one of {', '.join(QUANTIZATIONS)} (or None)")
     if format == "onnx":
         _require_onnx()
-    model, run_dir, test_items, resize = _resolve(run_dir_or_model)
+    model, run_dir, test_items, spec = _resolve(run_dir_or_model)
     if out_path is None:
         if run_dir is None:
             raise ExportError("out_path is required when exporting a keras.Model (there is no run folder to write into)")
@@ -157,8 +154,7 @@ def export(
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
 
-    image_size = int(model.inputs[0].shape[1])
-    batch, source = _parity_images(images, test_items, image_size, resize)
+    batch, source = _parity_images(images, test_items, spec)
     model = inference_model(model)
     expected = as_class_probs(predict_batches(model, batch))  # also a first call, which Keras's ONNX export requires
     _write(model, format, quantize, out_path)
@@ -205,38 +201,39 @@ def run_exported(path: str | os.PathLike, format: str, images: np.ndarray, batch
     return np.concatenate([run(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
-def _resolve(source) -> tuple[keras.Model, Path | None, list[tuple[str, int]], str]:
+def _resolve(source) -> tuple[keras.Model, Path | None, list[tuple[str, int]], "ImageSpec"]:
+    """``(model, run folder, test items, input spec)``; a bare model gets the default spec at its input size."""
+    from .data.spec import ImageSpec
+
     if isinstance(source, keras.Model):
-        return source, None, [], "squash"
+        return source, None, [], ImageSpec(int(source.inputs[0].shape[1]))
     from .runs import load_run
 
-    model, config, _ = load_run(source)
-    return model, Path(source), _test_items(config), config.resize
+    run = load_run(source)
+    return run.model, Path(source), _test_items(run), run.spec
 
 
-def _test_items(config) -> list[tuple[str, int]]:
-    from .data import DataError, as_image_folder
+def _test_items(run) -> list[tuple[str, int]]:
+    """The run's test split (``splits.csv``), or nothing when its images are gone."""
+    from .errors import DataError, RunError
 
-    if not config.data or not Path(config.data).is_dir():
-        return []
     try:
-        folder = as_image_folder(config.data, **config.split_args())
-    except DataError:
+        return run.splits().get("test") or []
+    except (DataError, RunError):
         return []
-    return folder.splits.get("test") or []
 
 
-def _parity_images(images, test_items, image_size: int, resize: str = "squash") -> tuple[np.ndarray, str]:
+def _parity_images(images, test_items, spec) -> tuple[np.ndarray, str]:
     from .data import load_images
 
     if images is not None:
         if len(images) and isinstance(images[0], (str, os.PathLike)):
-            return load_images([str(p) for p in images], image_size, resize), "given"
+            return load_images([str(p) for p in images], spec), "given"
         return np.asarray(images, dtype=np.float32), "given"
     if test_items:
-        return load_images([p for p, _ in test_items], image_size, resize), "test split"
+        return load_images([p for p, _ in test_items], spec), "test split"
     rng = np.random.default_rng(0)
-    return rng.uniform(0, 255, (32, image_size, image_size, 3)).astype(np.float32), "generated"
+    return rng.uniform(0, 255, (32, spec.size, spec.size, 3)).astype(np.float32), "generated"
 
 
 def _write(model: keras.Model, format: str, quantize: str | None, out_path: Path) -> None:

@@ -26,21 +26,20 @@ import numpy as np
 
 from .config import TrainConfig
 from .data import as_image_folder, make_dataset
+from .errors import RunError
 from .evaluation.diagnostics import plot_worst_mistakes, top_losses
 from .evaluation.metrics import choose_thresholds, classification_metrics, multilabel_metrics
 from .evaluation.predict import probabilities
 from .evaluation.report import html_report, markdown_report, plot_confusion, plot_curves
-from .models import check_image_size, get_backbone, is_multi_label
+from .models import is_multi_label
 from .tracking import log_final_metrics, tracking_callbacks
+from .run_folder import SPLITS_FILE, Run, load_run, write_splits  # noqa: F401  (load_run, Run: public here too)
 from .training import FineTuneResult, fine_tune
+from .training.resolve import Recipe, gather_facts, resolve
 from .util import atomic_text, atomic_write, yaml_text
 
 
 RUN_CONFIG_HEADER = "finetune run config: `finetune train --config this-file` reproduces the run"
-
-
-class RunError(ValueError):
-    """A run folder that is missing or incomplete."""
 
 
 def new_run_dir(output: str | Path, name: str | None, *, overwrite: bool = False) -> Path:
@@ -59,9 +58,12 @@ def new_run_dir(output: str | Path, name: str | None, *, overwrite: bool = False
     return path
 
 
-def evaluate_split(model: keras.Model, items, class_names, image_size: int, batch_size: int = 32,
-                   resize: str = "squash", thresholds=None, ordinal=None) -> dict[str, Any]:
-    """Classification metrics of ``model`` on ``[(path, label), ...]``, images fitted by ``resize``.
+def evaluate_split(model: keras.Model, items, class_names, image_size, batch_size: int = 32,
+                   resize: str | None = None, thresholds=None, ordinal=None) -> dict[str, Any]:
+    """Classification metrics of ``model`` on ``[(path, label), ...]``, decoded by the run's spec.
+
+    ``image_size``: the run's :class:`~finetune.data.spec.ImageSpec`, or a size fitted by ``resize``
+    (:data:`~finetune.choices.DEFAULT_RESIZE` by default).
 
     A multi-label model gets :func:`~finetune.evaluation.metrics.multilabel_metrics`
     at ``thresholds`` (one per label; 0.5 each by default); with an ``ordinal`` rule
@@ -74,14 +76,14 @@ def evaluate_split(model: keras.Model, items, class_names, image_size: int, batc
     return classification_metrics(labels, probs, class_names, decided)
 
 
-def val_thresholds(model: keras.Model, items, class_names, image_size: int, batch_size: int = 32,
-                   resize: str = "squash") -> list[float]:
+def val_thresholds(model: keras.Model, items, class_names, image_size, batch_size: int = 32,
+                   resize: str | None = None) -> list[float]:
     """Per-label thresholds of a multi-label model that maximise F1 on ``items`` (the validation split)."""
     return choose_thresholds(*_probabilities(model, items, class_names, image_size, batch_size, resize))
 
 
-def _probabilities(model: keras.Model, items, class_names, image_size: int, batch_size: int, resize: str):
-    """``(probs, labels)`` of ``model`` on ``[(path, label), ...]``, images fitted by ``resize``."""
+def _probabilities(model: keras.Model, items, class_names, image_size, batch_size: int, resize: str | None):
+    """``(probs, labels)`` of ``model`` on ``[(path, label), ...]``, decoded by the spec (or size and ``resize``)."""
     ds = make_dataset(items, image_size, batch_size=batch_size, binary=len(class_names) == 2, cache=None, resize=resize)
     return probabilities(model, ds)
 
@@ -161,14 +163,28 @@ def save_run(result: FineTuneResult, run_dir: str | Path, metrics: dict[str, Any
     return run_dir
 
 
+def plan(config: TrainConfig, *, resume_from: str | Path | None = None):
+    """``(folder, recipe)``: scan the data and resolve the recipe, building nothing (``finetune train --dry-run``).
+
+    With ``resume_from``, a run folder's saved ``recipe.json`` is replayed instead of resolving afresh.
+    """
+    config.validate()
+    folder = as_image_folder(config.data, **config.split_args())
+    saved = Path(resume_from) / "recipe.json" if resume_from is not None else None
+    if saved is not None and saved.exists():
+        return folder, Recipe.load(saved)
+    return folder, resolve(config, gather_facts(config, folder))
+
+
 def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, callbacks=(),
           resume: str | Path | None = None) -> tuple[Path, FineTuneResult, dict]:
     """Fine-tune per ``config``, evaluate on the test split and write the run folder.
 
-    The run folder is created first and every epoch is checkpointed into
-    ``<run>/checkpoint/``; if the process dies, ``train(config, resume=run_dir)``
-    continues from the last completed epoch. The checkpoint is removed once the
-    run folder is complete.
+    Everything that can be checked before training is checked before a run folder exists: the config, the
+    data, and the recipe :func:`~finetune.training.resolve.resolve` makes of them (``recipe.json``, with the
+    input spec in ``spec.json`` and the split in ``splits.csv``). Every epoch is checkpointed into
+    ``<run>/checkpoint/``; if the process dies, ``train(config, resume=run_dir)`` replays the saved recipe
+    from the last completed epoch. The checkpoint is removed once the run folder is complete.
     """
     config.validate()
     fresh_in: Path | None = None  # a run folder that --resume found without any checkpoint
@@ -182,33 +198,35 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
             shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
             fresh_in = run_dir
             resume = None
-    # Everything that can be checked before training is checked before a run folder exists.
     started = time.perf_counter()
-    folder = as_image_folder(config.data, **config.split_args())
+    folder, recipe = plan(config, resume_from=resume)
     scan_seconds = time.perf_counter() - started
-    if not config.from_model:
-        check_image_size(get_backbone(config.backbone), config.image_size)
     if fresh_in is not None:
         run_dir = fresh_in
     elif resume is None:
         run_dir = new_run_dir(config.output, config.name or _default_name(config), overwrite=overwrite)
         atomic_text(run_dir / "config.yaml", yaml_text(config.to_dict(), RUN_CONFIG_HEADER))
+    if resume is None:
+        recipe.save(run_dir / "recipe.json")
+        atomic_text(run_dir / "spec.json", json.dumps(recipe.spec.to_dict(), indent=2))
+        write_splits(run_dir / SPLITS_FILE, folder.splits, folder.class_names)
     trackers = tracking_callbacks(run_dir, tensorboard=config.tensorboard, mlflow_uri=config.mlflow,
                                   params=config.to_dict()) if (config.tensorboard or config.mlflow) else []
     try:
-        result = fine_tune(folder, config, verbose=verbose, callbacks=[*callbacks, *trackers],
+        result = fine_tune(folder, config, verbose=verbose, callbacks=[*callbacks, *trackers], recipe=recipe,
                            checkpoint_dir=run_dir / "checkpoint", resume=resume is not None)
     except BaseException:
         if resume is None and fresh_in is None and not (run_dir / "checkpoint" / "state.json").exists():
             shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping: no completed epoch
         raise
     result.timings["scan"] = scan_seconds
+    spec = result.spec
     test_items = result.folder.splits.get("test") or result.folder.splits.get("val") or []
     thresholds = None
     if result.folder.multi_label:
         val_items = result.folder.splits.get("val") or []
-        thresholds = (val_thresholds(result.model, val_items, result.class_names, result.parts.image_size,
-                                     config.batch_size, config.resize) if val_items else [0.5] * len(result.class_names))
+        thresholds = (val_thresholds(result.model, val_items, result.class_names, spec, config.batch_size)
+                      if val_items else [0.5] * len(result.class_names))
         why = "maximise each label's F1 on the validation split" if val_items else "no validation split: 0.5 each"
         atomic_text(run_dir / "thresholds.json", json.dumps(
             {"thresholds": thresholds, "labels": result.class_names, "chosen": why}, indent=2))
@@ -216,13 +234,12 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
                             f" ({why})")
     if result.ordinal is not None:
         result.ordinal.save(run_dir / "ordinal.json")
-    metrics = evaluate_split(result.model, test_items, result.class_names, result.parts.image_size, config.batch_size,
-                             config.resize, thresholds, result.ordinal) if test_items else None
+    metrics = evaluate_split(result.model, test_items, result.class_names, spec, config.batch_size,
+                             thresholds=thresholds, ordinal=result.ordinal) if test_items else None
     if metrics is not None:
         metrics["split"] = "test" if result.folder.splits.get("test") else "val"
     if metrics is not None and not result.folder.multi_label:
-        worst = top_losses(result.model, test_items, result.class_names, result.parts.image_size, k=16,
-                           resize=config.resize)
+        worst = top_losses(result.model, test_items, result.class_names, spec.size, k=16, resize=spec.resize)
         images, heatmaps = _heatmaps(result, worst)
         plot_worst_mistakes(worst, run_dir / "worst.png", heatmaps=heatmaps, images=images)
     if trackers:
@@ -236,22 +253,6 @@ def _default_name(config: TrainConfig) -> str:
     return f"{Path(config.data).name or 'data'}-{config.backbone}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def load_run(run_dir: str | Path, *, safe_mode: bool = True) -> tuple[keras.Model, TrainConfig, list[str]]:
-    """``(model, config, class_names)`` from a run folder written by :func:`train`."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"run folder {str(run_dir)!r} does not exist; pass a folder written by `finetune train`")
-    missing = [f for f in ("model.keras", "config.yaml", "labels.txt") if not (run_dir / f).exists()]
-    if missing:
-        raise RunError(f"run folder {str(run_dir)!r} lacks {', '.join(missing)}; was the training interrupted?")
-    model = keras.models.load_model(run_dir / "model.keras", safe_mode=safe_mode)
-    config = TrainConfig.load(run_dir / "config.yaml")
-    if "resize:" not in (run_dir / "config.yaml").read_text(encoding="utf-8"):
-        config.resize = "squash"  # written before resize policies: its model was trained on squashed images
-    class_names = (run_dir / "labels.txt").read_text(encoding="utf-8").splitlines()
-    return model, config, class_names
-
-
 def _heatmaps(result: FineTuneResult, rows) -> tuple:
     """``(images, heatmaps)``: the rows' images as the model saw them and their Grad-CAM (``None``s without one)."""
     from .data import load_images
@@ -259,7 +260,7 @@ def _heatmaps(result: FineTuneResult, rows) -> tuple:
 
     if not rows:
         return None, None
-    images = load_images([r.path for r in rows], result.parts.image_size, result.config.resize)
+    images = load_images([r.path for r in rows], result.spec)
     try:
         return images, [e.heatmap for e in grad_cam(result.model, images)]
     except CannotExplain:
@@ -295,39 +296,33 @@ def ensemble_runs(run_dirs, output: str | Path = "runs", name: str | None = None
     run_dirs = [Path(r) for r in run_dirs]
     if len(run_dirs) < 2:
         raise RunError(f"an ensemble needs at least 2 runs, got {len(run_dirs)}")
-    loaded = [load_run(r) for r in run_dirs]
-    first_config, first_names = loaded[0][1], loaded[0][2]
-    for run_dir, (_, config, names) in zip(run_dirs[1:], loaded[1:]):
-        for what, mine, theirs in (("classes", names, first_names), ("image_size", config.image_size,
-                                   first_config.image_size), ("resize", config.resize, first_config.resize)):
+    runs = [load_run(r) for r in run_dirs]
+    first = runs[0]
+    first_config, first_names = first.config, first.classes
+    for run in runs[1:]:
+        for what, mine, theirs in (("classes", run.classes, first.classes), ("input spec", run.spec, first.spec)):
             if mine != theirs:
-                raise RunError(f"{run_dir} has {what} {mine!r} but {run_dirs[0]} has {theirs!r}: an ensemble's "
+                raise RunError(f"{run.path} has {what} {mine!r} but {run_dirs[0]} has {theirs!r}: an ensemble's "
                                "members must agree on it (train them with the same options and --split-seed, other --seed)")
-    for run_dir in run_dirs:
+    for run in runs:
         for rule in ("ordinal.json", "thresholds.json"):
-            if (run_dir / rule).exists():
-                raise RunError(f"{run_dir} decides with {rule}, which an average of probabilities would drop; "
+            if (run.path / rule).exists():
+                raise RunError(f"{run.path} decides with {rule}, which an average of probabilities would drop; "
                                "ensembles of runs with decision rules are not supported")
-    scans: dict[str, Any] = {}  # members trained alike share one scan of their data
-    folders = []
-    for _, c, _ in loaded:
-        key = json.dumps([c.data, c.split_args()])
-        if key not in scans:
-            scans[key] = as_image_folder(c.data, **c.split_args())
-        folders.append(scans[key])
-    held_out = [sorted(p for split in ("val", "test") for p, _ in f.splits.get(split, [])) for f in folders]
-    for run_dir, mine in zip(run_dirs[1:], held_out[1:]):
+    splits = [run.splits() for run in runs]  # splits.csv: no scan (older runs are scanned)
+    held_out = [sorted(p for split in ("val", "test") for p, _ in s.get(split, [])) for s in splits]
+    for run, mine in zip(runs[1:], held_out[1:]):
         if mine != held_out[0]:
-            raise RunError(f"{run_dir} was validated and tested on other images than {run_dirs[0]} (the split is "
+            raise RunError(f"{run.path} was validated and tested on other images than {run_dirs[0]} (the split is "
                            "drawn from --seed): members would be scored on images others trained on. Train them "
                            "with the same --split-seed and different --seed, or on a folder split into train/val/test")
-    model = average_models([m for m, _, _ in loaded])
-    items = folders[0].splits.get("test") or folders[0].splits.get("val") or []
+    model = average_models([run.model for run in runs])
+    items = splits[0].get("test") or splits[0].get("val") or []
     metrics: dict[str, Any] = {"members": {str(r): {} for r in run_dirs}}
     if items:  # decoded once; the ensemble's probabilities are its members' mean (what its Average layer computes)
-        ds = make_dataset(items, first_config.image_size, batch_size=first_config.batch_size,
-                          binary=len(first_names) == 2, cache="auto", resize=first_config.resize)
-        member_probs = [probabilities(m, ds) for m, _, _ in loaded]
+        ds = make_dataset(items, first.spec, batch_size=first_config.batch_size, binary=len(first_names) == 2,
+                          cache="auto")
+        member_probs = [probabilities(run.model, ds) for run in runs]
         labels = member_probs[0][1]
         metrics = {**classification_metrics(labels, np.mean([p for p, _ in member_probs], axis=0), first_names),
                    "members": {str(r): classification_metrics(labels, p, first_names)
@@ -338,6 +333,9 @@ def ensemble_runs(run_dirs, output: str | Path = "runs", name: str | None = None
     atomic_text(run_dir / "config.yaml", yaml_text(config.to_dict(), "finetune ensemble: the first member's config "
                                                    "(data, split, input size and resize are shared by all members)"))
     atomic_text(run_dir / "labels.txt", "\n".join(first_names) + "\n")
+    atomic_text(run_dir / "spec.json", json.dumps(first.spec.to_dict(), indent=2))
+    if (first.path / SPLITS_FILE).exists():
+        shutil.copyfile(first.path / SPLITS_FILE, run_dir / SPLITS_FILE)
     atomic_text(run_dir / "members.txt", "\n".join(str(r.resolve()) for r in run_dirs) + "\n")
     atomic_text(run_dir / "metrics.json", json.dumps({"test": metrics, "class_names": first_names}, indent=2))
     images = []

@@ -41,20 +41,21 @@ class Predictor:
 
     def __init__(self, run_dir: str | Path, *, top_k: int = 3):
         from .evaluation.predict import inference_fn
-        from .runs import label_thresholds, load_ordinal, load_run
+        from .runs import load_run
 
         self.run_dir = Path(run_dir)
-        self.model, self.config, self.class_names = load_run(run_dir)
-        self.thresholds = label_thresholds(run_dir, self.model, self.class_names)
+        self.run = load_run(run_dir)
+        self.model, self.spec, self.class_names = self.run.model, self.run.spec, self.run.classes
+        self.thresholds = self.run.decision.thresholds
         self.multi_label = self.thresholds is not None
-        self.ordinal = load_ordinal(run_dir)
+        self.ordinal = self.run.decision.ordinal
         self._forward = inference_fn(self.model)  # traced once, for every request
         self.top_k = max(1, min(top_k, len(self.class_names)))
         self._lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
-        return {"run": self.run_dir.name, "classes": self.class_names, "image_size": self.config.image_size,
-                "resize": self.config.resize, "multi_label": self.multi_label}
+        return {"run": self.run_dir.name, "classes": self.class_names, "image_size": self.spec.size,
+                "resize": self.spec.resize, "multi_label": self.multi_label}
 
     def predict_file(self, path: str, name: str) -> dict[str, Any]:
         """Top-k classes (and for multi-label, the labels over their thresholds) and a Grad-CAM overlay of ``path``.
@@ -68,7 +69,7 @@ class Predictor:
         from .evaluation.metrics import labels_over
         from .evaluation.predict import as_class_probs
 
-        pixels, reason = decode_checked(path, self.config.image_size, self.config.resize)
+        pixels, reason = decode_checked(path, self.spec.size, **self.spec.fit_options)
         if pixels is None:
             raise DataError(f"{name}: {reason}")
         image = pixels.astype(np.float32)

@@ -25,13 +25,15 @@ from typing import Any, Mapping, Sequence
 
 import keras
 
+from .errors import ConfigError
+
 MLFLOW_HINT = "pip install mlflow"
 TENSORBOARD_HINT = "pip install tensorboard"
 MAX_PARAM_CHARS = 500
 
 
-class TrackingError(RuntimeError):
-    """Tracking asked for but not possible (e.g. MLflow not installed)."""
+class TrackingError(ConfigError, RuntimeError):
+    """Tracking asked for but not possible (e.g. MLflow not installed); still a RuntimeError, as before."""
 
 
 class MLflowLogger(keras.callbacks.Callback):
@@ -113,7 +115,8 @@ def tracking_callbacks(run_dir: str | os.PathLike, tensorboard: bool = False, ml
 
     Example:
         >>> import tempfile
-        >>> [type(c).__name__ for c in tracking_callbacks(tempfile.mkdtemp(), tensorboard=True)]
+        >>> with tempfile.TemporaryDirectory() as run_dir:
+        ...     [type(c).__name__ for c in tracking_callbacks(run_dir, tensorboard=True)]
         ['TensorBoard']
     """
     callbacks: list[keras.callbacks.Callback] = []

@@ -90,7 +90,8 @@ def test_predict_names_bad_files_keeps_order_and_matches_the_pil_path(trained, r
     assert "skipped" in result.output and "broken.png" in result.output and "empty file" in result.output
     rows = list(csv.reader(open(tmp_path / "p.csv")))[1:]
     assert [r[0] for r in rows] == [str(p) for p in good]
-    model, config, names = load_run(run_dir)
+    run = load_run(run_dir)
+    model, config, names = run.model, run.config, run.classes
     reference = predict_files(model, [str(p) for p in good], config.image_size, resize=config.resize)
     for row, probs in zip(rows, reference):
         assert row[1] == names[int(np.argmax(probs))] and abs(float(row[2]) - probs.max()) < 2e-3

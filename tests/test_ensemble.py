@@ -33,8 +33,9 @@ def test_the_ensemble_averages_its_members_and_is_scored_beside_them(members):
     assert code == 0, out
     assert out.count("member ") == 2 and "ensemble of 2: test accuracy" in out, out
     ens = root / "runs" / "ens"
-    model, config, names = load_run(ens)  # safe mode: stock layers only
-    a, b = (load_run(root / "runs" / s)[0] for s in ("s0", "s1"))
+    ens_run = load_run(ens)
+    model, config, names = ens_run.model, ens_run.config, ens_run.classes  # safe mode: stock layers only
+    a, b = (load_run(root / "runs" / s).model for s in ("s0", "s1"))
     x = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(model.predict(x, verbose=0), (a.predict(x, verbose=0) + b.predict(x, verbose=0)) / 2,
                                atol=1e-6)
@@ -54,7 +55,7 @@ def test_an_ensemble_is_explained_by_its_members_mean_heatmap(members):
     from finetune.evaluation.explain import ensemble_members, grad_cam
 
     root, _ = members
-    a, b = (load_run(root / "runs" / s)[0] for s in ("s0", "s1"))
+    a, b = (load_run(root / "runs" / s).model for s in ("s0", "s1"))
     from finetune.models.ensemble import average_models
 
     both = average_models([a, b])
@@ -68,8 +69,11 @@ def test_an_ensemble_is_explained_by_its_members_mean_heatmap(members):
         assert found[i].probability == pytest.approx(float(both.predict(x, verbose=0)[i, 1]), abs=1e-5)
 
 
-def _copy_with(run_dir, dest, **config):
-    """A copy of a run folder with some config.yaml values changed (no training needed)."""
+def _copy_with(run_dir, dest, spec=None, **config):
+    """A copy of a run folder with some config.yaml (and spec.json) values changed (no training needed).
+
+    A changed split drops ``splits.csv``, as in a folder written before it: the split is then drawn again."""
+    import json
     import shutil
 
     import yaml
@@ -77,6 +81,10 @@ def _copy_with(run_dir, dest, **config):
     shutil.copytree(run_dir, dest)
     values = yaml.safe_load((dest / "config.yaml").read_text())
     (dest / "config.yaml").write_text(yaml.safe_dump({**values, **config}))
+    if spec:
+        (dest / "spec.json").write_text(json.dumps({**json.loads((dest / "spec.json").read_text()), **spec}))
+    if "split_seed" in config:
+        (dest / "splits.csv").unlink()
     return dest
 
 
@@ -84,9 +92,9 @@ def test_members_that_disagree_or_are_too_few_are_refused(members, tmp_path):
     root, _ = members
     with pytest.raises(RunError, match="at least 2 runs"):
         ensemble_runs([root / "runs" / "s0"], tmp_path)
-    other = _copy_with(root / "runs" / "s1", tmp_path / "other", image_size=40)
+    other = _copy_with(root / "runs" / "s1", tmp_path / "other", spec={"size": 40})
     code, out = run("ensemble", root / "runs" / "s0", other, "--output", tmp_path)
-    assert code != 0 and "image_size 40" in out and "must agree" in out, out
+    assert code != 0 and "input spec" in out and "size=40" in out and "must agree" in out, out
     assert not any(p.name.startswith("ensemble") for p in tmp_path.iterdir())
 
 
@@ -103,6 +111,6 @@ def test_members_on_different_splits_are_refused(members, tmp_path):
 
 def test_split_seed_fixes_the_split_and_seed_still_varies_training(members):
     root, _ = members
-    (a, ca, _), (b, cb, _) = (load_run(root / "runs" / s) for s in ("s0", "s1"))
+    (a, ca), (b, cb) = ((r.model, r.config) for r in (load_run(root / "runs" / s) for s in ("s0", "s1")))
     assert (ca.seed, cb.seed, ca.resolved_split_seed, cb.resolved_split_seed) == (0, 1, 0, 0)
     assert not all(np.allclose(u, v) for u, v in zip(a.get_weights(), b.get_weights()))

@@ -26,7 +26,7 @@ def tiny_run(tmp_path_factory):
 
 
 def test_inference_model_drops_augmentation_and_shares_weights(tiny_run):
-    model, _, _ = finetune.load_run(tiny_run)
+    model = finetune.load_run(tiny_run).model
     assert any(is_augmentation(layer) for layer in model.layers)
     clean = inference_model(model)
     assert not any(is_augmentation(layer) for layer in clean.layers)
@@ -41,7 +41,7 @@ def test_savedmodel_runs_with_tf_and_matches(tiny_run):
     assert result.parity.images == "test split" and result.parity.n == 3
     assert result.parity.max_abs_diff < 1e-5 and result.parity.top1_agreement == 1.0
     loaded = tf.saved_model.load(str(result.path))
-    model, _, _ = finetune.load_run(tiny_run)
+    model = finetune.load_run(tiny_run).model
     x = np.random.default_rng(2).uniform(0, 255, (5, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(loaded.serve(tf.constant(x)).numpy(), model(x, training=False), atol=1e-5)
 
@@ -62,7 +62,7 @@ def test_tflite_runs_in_the_interpreter_and_matches(tiny_run, tmp_path, quantize
 def test_onnx_runs_in_onnxruntime_and_matches(tiny_run):
     import tf2onnx  # noqa: F401  (declared in the test extra: a missing one must fail)
     import onnxruntime  # noqa: F401
-    model, _, _ = finetune.load_run(tiny_run)
+    model = finetune.load_run(tiny_run).model
     result = export(model, "onnx", tiny_run / "m.onnx")
     assert result.parity.images == "generated" and result.parity.n == 32
     assert result.parity.max_abs_diff < 1e-5 and result.parity.top1_agreement == 1.0
@@ -86,6 +86,6 @@ def test_bad_requests_are_refused(tiny_run, kwargs, message):
 
 
 def test_a_model_needs_an_out_path(tiny_run):
-    model, _, _ = finetune.load_run(tiny_run)
+    model = finetune.load_run(tiny_run).model
     with pytest.raises(ExportError, match="out_path is required"):
         export(model, "tflite")

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -56,8 +57,14 @@ def test_one_bad_value_is_a_config_error_naming_its_key(key, value):
         assert key in str(err)
 
 
-def _write(data: bytes) -> str:
-    handle = tempfile.NamedTemporaryFile(suffix=".png", delete=False)
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory) -> Path:
+    """One folder for the module's generated files (hypothesis runs many examples per test; tmp_path is per test)."""
+    return tmp_path_factory.mktemp("fuzz")
+
+
+def _write(folder: Path, data: bytes) -> str:
+    handle = tempfile.NamedTemporaryFile(suffix=".png", dir=folder, delete=False)
     with handle:
         handle.write(data)
     return handle.name
@@ -72,32 +79,34 @@ def _valid_image_bytes(fmt: str, seed: int) -> bytes:
 
 @FUZZ
 @given(st.binary(max_size=2048))
-def test_check_image_on_random_bytes_returns_a_reason_or_none(data):
-    _assert_answered(_write(data))
+def test_check_image_on_random_bytes_returns_a_reason_or_none(fuzz_dir, data):
+    _assert_answered(_write(fuzz_dir, data))
 
 
 @FUZZ
 @given(st.sampled_from(["PNG", "JPEG", "GIF", "BMP", "WEBP"]), st.integers(0, 3),
        st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=6),
        st.one_of(st.none(), st.integers(0, 10**6)))
-def test_check_image_on_corrupted_images_returns_a_reason_or_none(fmt, seed, flips, cut):
+def test_check_image_on_corrupted_images_returns_a_reason_or_none(fuzz_dir, fmt, seed, flips, cut):
     data = bytearray(_valid_image_bytes(fmt, seed))
     for position, value in flips:
         data[position % len(data)] = value
-    _assert_answered(_write(bytes(data[:cut] if cut is not None else data)))
+    _assert_answered(_write(fuzz_dir, bytes(data[:cut] if cut is not None else data)))
 
 
 def _assert_answered(path: str) -> None:
     """check_image answers; load_image either decodes or fails in a way check_image reports."""
-    reason = check_image(path)
-    assert reason is None or (isinstance(reason, str) and reason and "\n" not in reason)
     try:
-        pixels = load_image(path, 8)
-    except Exception:  # noqa: BLE001 - whatever it is, check_image must have reported the file
-        assert reason is not None
-        return
-    assert pixels.shape == (8, 8, 3) and pixels.dtype == np.uint8
-    Path(path).unlink()
+        reason = check_image(path)
+        assert reason is None or (isinstance(reason, str) and reason and "\n" not in reason)
+        try:
+            pixels = load_image(path, 8)
+        except Exception:  # noqa: BLE001 - whatever it is, check_image must have reported the file
+            assert reason is not None
+            return
+        assert pixels.shape == (8, 8, 3) and pixels.dtype == np.uint8
+    finally:
+        Path(path).unlink()
 
 
 NUMERIC_OPTIONS = ["--image-size", "--batch-size", "--val-split", "--test-split", "--seed", "--dropout", "--l1",

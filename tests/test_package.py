@@ -18,11 +18,12 @@ import finetune
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 PUBLIC_API = [
-    "Backbone", "ConfigError", "DataError", "FineTuneResult", "HeadConfig", "ImageFolder", "ModelParts", "Phase",
-    "RunError", "TrainConfig", "Trainer", "TrainingDiverged", "UnfreezePolicy", "augmentation", "build_classifier",
+    "Backbone", "ConfigError", "DataError", "ExportError", "FineTuneResult", "FinetuneError", "HeadConfig",
+    "ImageFolder", "ImageSpec", "ModelParts", "Phase", "Recipe", "Run", "RunError", "TrainConfig", "Trainer", "TrainingDiverged", "UnfreezePolicy",
+    "UnknownBackboneError", "augmentation", "build_classifier",
     "build_model", "classification_metrics", "discriminative_optimizer", "evaluate_split", "fine_tune", "fit_phase",
     "freeze", "get_backbone", "list_backbones", "load_image", "load_run", "lr_find", "make_dataset",
-    "make_optimizer", "make_schedule", "mc_predict", "register", "reuse", "scan_folder", "train",
+    "make_optimizer", "make_schedule", "mc_predict", "register", "resolve", "reuse", "scan_folder", "train",
 ]
 
 
@@ -125,14 +126,15 @@ def test_readme_python_quickstart_runs_with_a_tiny_backbone(tmp_path, monkeypatc
 
 # In a fresh interpreter: importing finetune, touching its lazy API and writing a plot change no global state.
 SIDE_EFFECTS = """
-import json, sys, tempfile
+import json, os, sys, tempfile
 import matplotlib
 before = matplotlib.get_backend()
 import finetune, finetune.cli
 tf_after_cli = "tensorflow" in sys.modules
 finetune.fine_tune
 import finetune.evaluation.report as report
-report.plot_curves([{"epoch": 1, "loss": 1.0, "accuracy": 0.5}], tempfile.mktemp(suffix=".png"))
+with tempfile.TemporaryDirectory() as folder:
+    report.plot_curves([{"epoch": 1, "loss": 1.0, "accuracy": 0.5}], os.path.join(folder, "curves.png"))
 print("REPORT", json.dumps({"before": before, "after": matplotlib.get_backend(), "tf_after_cli": tf_after_cli}))
 """
 

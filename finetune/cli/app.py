@@ -9,7 +9,8 @@ import click
 
 from .._compat import import_tensorflow_quietly
 
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # a FinetuneError (or a missing file): the user can fix it
+EXIT_DIVERGED = 3  # TrainingDiverged: the loss became NaN or infinite
 
 
 def _defaults():
@@ -19,7 +20,7 @@ def _defaults():
 
 
 class FinetuneGroup(click.Group):
-    """Turns known errors into one actionable line and exit code 2 (traceback with --debug)."""
+    """Turns known errors into one actionable line and an exit code from :func:`exit_codes` (traceback with --debug)."""
 
     def invoke(self, ctx):
         try:
@@ -29,27 +30,31 @@ class FinetuneGroup(click.Group):
         except Exception as err:  # noqa: BLE001 - every error reaches the user as one line
             if ctx.params.get("debug") or os.environ.get("FINETUNE_DEBUG"):
                 raise
-            from ..training.phase import TrainingDiverged
-
-            if isinstance(err, TrainingDiverged):
+            code = exit_code(err)
+            if code is not None:
                 click.secho(f"error: {err}", fg="red", err=True)
-                sys.exit(3)
-            known = _known_errors()
-            if isinstance(err, known):
-                click.secho(f"error: {err}", fg="red", err=True)
-                sys.exit(EXIT_USAGE)
+                sys.exit(code)
             click.secho(f"error: {type(err).__name__}: {err}\n(run with --debug for the traceback)", fg="red", err=True)
             sys.exit(1)
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from ..config import ConfigError
-    from ..data import DataError
-    from ..export import ExportError
-    from ..models.backbones import UnknownBackboneError
-    from ..runs import RunError
+def exit_codes() -> dict[type[BaseException], int]:
+    """Exit code by error kind: these print ``error: <message>``; any other error exits 1 with its type name.
 
-    return (DataError, ConfigError, UnknownBackboneError, RunError, ExportError, FileNotFoundError)
+    Every :class:`~finetune.errors.FinetuneError` is something the user can fix (an option, the data, a run
+    folder, an export request): 2, as click's usage errors. A diverged training is 3. Building the table
+    imports nothing heavy, so an error raised before TensorFlow starts exits without starting it.
+    """
+    from ..errors import ConfigError, DataError, ExportError, FinetuneError, RunError, TrainingDiverged
+
+    return {FinetuneError: EXIT_USAGE, ConfigError: EXIT_USAGE, DataError: EXIT_USAGE, RunError: EXIT_USAGE,
+            ExportError: EXIT_USAGE, FileNotFoundError: EXIT_USAGE, TrainingDiverged: EXIT_DIVERGED}
+
+
+def exit_code(err: BaseException) -> int | None:
+    """The code of the most specific class of ``err`` in :func:`exit_codes`, or ``None`` for an unexpected error."""
+    codes = exit_codes()
+    return next((codes[cls] for cls in type(err).__mro__ if cls in codes), None)
 
 
 @click.group(cls=FinetuneGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -88,6 +93,6 @@ def _load(run_dir, unsafe: bool):
 
 
 def _check_classes(found, expected, data_dir):
-    from ..data import DataError
+    from ..errors import DataError
     if found != expected:
         raise DataError(f"{data_dir!r} has classes {found}, but the model was trained on {expected}")

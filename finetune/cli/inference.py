@@ -22,19 +22,18 @@ def evaluate(run_dir, data_dir, tta, unsafe):
     """Accuracy, per-class precision/recall/F1 and confusion matrix of a trained run."""
     _start_tensorflow()
     from ..data import as_image_folder
-    from ..runs import evaluate_split, load_ordinal, load_thresholds
+    from ..runs import evaluate_split
 
-    model, config, class_names = _load(run_dir, unsafe)
+    run = _load(run_dir, unsafe)
+    model, class_names, ordinal = run.model, run.classes, run.decision.ordinal
     if data_dir:
         folder = as_image_folder(data_dir, val_split=0, test_split=0)
         _check_classes(folder.class_names, class_names, data_dir)
         items = [item for split in folder.splits.values() for item in split]
     else:
-        folder = as_image_folder(config.data, **config.split_args())
-        items = folder.splits.get("test") or folder.splits.get("val")
-    ordinal = load_ordinal(run_dir)
-    metrics = evaluate_split(model, items, class_names, config.image_size, config.batch_size, config.resize,
-                             load_thresholds(run_dir), ordinal)
+        items = run.held_out()
+    metrics = evaluate_split(model, items, class_names, run.spec, run.config.batch_size,
+                             thresholds=run.decision.thresholds, ordinal=ordinal)
     if ordinal is not None:
         click.echo(f"classes decided by the run's {ordinal.describe()}")
     if metrics.get("multi_label"):
@@ -51,8 +50,8 @@ def evaluate(run_dir, data_dir, tta, unsafe):
     elif tta:
         from ..evaluation.diagnostics import evaluate_tta, tta_options
 
-        result = evaluate_tta(model, items, class_names, config.image_size, batch_size=config.batch_size,
-                              resize=config.resize, ordinal=ordinal, **tta_options(config.augment))
+        result = evaluate_tta(model, items, class_names, run.spec.size, batch_size=run.config.batch_size,
+                              resize=run.spec.resize, ordinal=ordinal, **tta_options(run.config.augment))
         click.echo(f"TTA accuracy: {result['accuracy_tta']:.2%} (without TTA: {result['accuracy']:.2%})")
 
 
@@ -87,14 +86,11 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
         if len(args) < 2:
             raise click.UsageError("give RUN_DIR and at least one image or folder (or --imagenet IMAGE...)")
         run_dir, paths = args[0], args[1:]
-        model, config, class_names = _load(run_dir, unsafe)
-        image_size, fit = config.image_size, dict(resize=config.resize)
-    thresholds, ordinal = None, None
-    if not imagenet:
-        from ..runs import label_thresholds, load_ordinal
-
-        thresholds = label_thresholds(run_dir, model, class_names)
-        ordinal = load_ordinal(run_dir)
+        run = _load(run_dir, unsafe)
+        model, config, class_names = run.model, run.config, run.classes
+        image_size, fit = run.spec.size, run.spec.fit_options
+    thresholds = None if imagenet else run.decision.thresholds
+    ordinal = None if imagenet else run.decision.ordinal
     files = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -189,16 +185,16 @@ def export(run_dir, fmt, quantize, out_path):
 def explain(run_dir, images, out_dir, class_name, unsafe):
     """Grad-CAM: one PNG per image showing where the network looked for its predicted class."""
     _start_tensorflow()
-    from ..data import load_image
     from ..evaluation.explain import grad_cam, save_overlay
 
-    model, config, class_names = _load(run_dir, unsafe)
+    run = _load(run_dir, unsafe)
+    model, class_names = run.model, run.classes
     if class_name is not None and class_name not in class_names:
         raise click.UsageError(f"--class {class_name!r} is not one of {', '.join(class_names)}")
     out = Path(out_dir or Path(run_dir) / "explain")
     out.mkdir(parents=True, exist_ok=True)
     for path in images:
-        image = load_image(path, config.image_size, config.resize).astype("float32")
+        image = run.spec.load(path).astype("float32")
         found = grad_cam(model, image[None], None if class_name is None else class_names.index(class_name))[0]
         written = save_overlay(image, found, out / f"{Path(path).stem}.gradcam.png", class_names)
         click.echo(f"{path}: {class_names[found.class_index]} {found.probability:.1%} -> {written}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..choices import DEFAULT_RESIZE, OPTIMIZERS, RESIZE_POLICIES
 from .app import _start_tensorflow, main
 
 
@@ -11,29 +12,41 @@ from .app import _start_tensorflow, main
 @click.argument("data_dir", type=click.Path())
 @click.option("--backbone", default=None, help="Pretrained network [default: efficientnet_lite0].")
 @click.option("--weights", default=None, help="'imagenet', 'none' or a weights file [default: imagenet].")
-@click.option("--image-size", type=int, default=None, help="Input size [default: the backbone's].")
-@click.option("--optimizer", default="adam", show_default=True, help="Optimizer name.")
+@click.option("--image-size", type=int, default=None, help="Input size [default: as `finetune train` chooses].")
+@click.option("--resize", type=click.Choice(RESIZE_POLICIES), default=None, help=f"Fit images to the square input, as "
+              f"`finetune train --resize` [default: {DEFAULT_RESIZE}].")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True, help="Optimizer name.")
 @click.option("--steps", default=200, show_default=True, help="Steps of the exponential sweep.")
 @click.option("--plot", "plot_path", default="lr_find.png", show_default=True, type=click.Path(), help="Where to write the loss-vs-LR plot.")
-def lr_find_command(data_dir, backbone, weights, image_size, optimizer, steps, plot_path):
-    """Sweep the head's learning rate exponentially on cached features and suggest one."""
-    _start_tensorflow()
+def lr_find_command(data_dir, backbone, weights, image_size, resize, optimizer, steps, plot_path):
+    """Sweep the head's learning rate exponentially on cached features and suggest one.
+
+    The features are those `finetune train` with the same options computes (the same input spec and cache key),
+    so a following train reuses them.
+    """
     from ..config import TrainConfig
+
+    given = {k: v for k, v in (("backbone", backbone), ("weights", weights), ("image_size", image_size),
+                               ("resize", resize)) if v is not None}
+    config = TrainConfig.from_dict({**TrainConfig().to_dict(), **given, "data": data_dir, "optimizer": optimizer})
+    _start_tensorflow()
+    from ..data import as_image_folder
+    from ..models import build_model, loss_for
     from ..training.features import FeatureCache
     from ..training.lr_find import lr_find
-    from ..data import scan_folder
-    from ..models import build_model, loss_for
+    from ..training.resolve import gather_facts, resolve
 
-    given = {k: v for k, v in (("backbone", backbone), ("weights", weights), ("image_size", image_size)) if v is not None}
-    config = TrainConfig.from_dict({**TrainConfig().to_dict(), **given, "data": data_dir, "optimizer": optimizer})
-    folder = scan_folder(data_dir, **config.split_args())
-    parts = build_model(config.backbone, folder.num_classes, weights=config.weights, image_size=config.image_size,
-                        head=config.head_config(), augment="none", seed=config.seed)
-    loader = dict(image_size=parts.image_size, batch_size=config.batch_size, binary=folder.binary)
-    config.image_size = parts.image_size
-    x, y = FeatureCache.for_run(config, parts).get_or_compute(folder.splits["train"], loader, parts, verbose=1)[:2]
-    result = lr_find(parts.classifier, (x, y), loss=loss_for(folder.num_classes), optimizer=optimizer,
-                     steps=steps, batch_size=config.batch_size)
+    folder = as_image_folder(data_dir, **config.split_args())
+    recipe = resolve(config, gather_facts(config, folder))
+    config = recipe.config
+    parts = build_model(config.backbone, folder.num_classes, weights=config.weights, image_size=recipe.spec.size,
+                        head=config.head_config(), augment="none", seed=config.seed,
+                        multi_label=folder.multi_label, feature_taps=config.feature_taps)
+    loader = dict(image_size=recipe.spec, batch_size=config.batch_size, binary=folder.binary)
+    x, y = FeatureCache.for_run(config, parts, recipe.spec).get_or_compute(folder.splits["train"], loader, parts,
+                                                                           verbose=1)[:2]
+    result = lr_find(parts.classifier, (x, y), loss=loss_for(folder.num_classes, folder.multi_label),
+                     optimizer=optimizer, steps=steps, batch_size=config.batch_size)
     result.plot(plot_path)
     click.echo(f"suggested learning rate: {result.suggestion:.2g} (steepest descent; min-loss/10 = {result.min_loss_lr:.2g})")
     click.echo(f"plot: {plot_path}\nuse it: finetune train {data_dir} --lr {result.suggestion:.2g}")

@@ -60,6 +60,10 @@ TRAIN_OPTIONS = [
     _opt("--unfreeze-blocks", int, "Instead: unfreeze the last N blocks."),
     _opt("--unfreeze-fraction", float, "Instead: unfreeze this top fraction of the base's layers."),
     _opt("--schedule", click.Choice(SCHEDULES), "Learning-rate schedule within each phase."),
+    _opt("--schedule-boundaries", str, "With --schedule piecewise (required there): epochs of each phase where the "
+         "rate steps down, comma separated, e.g. 3,6."),
+    _opt("--schedule-values", str, "With --schedule piecewise: the rate in each interval as a factor of the phase's "
+         "rate, one more than the boundaries, e.g. 1,0.1,0.01 [default: 1, 0.1, 0.01, ...]."),
     _opt("--warmup-epochs", float, "Linear warm-up epochs of the cosine schedule."),
     click.option("--discriminative/--no-discriminative", "discriminative", default=None,
                  help="Phase 2: base blocks learn at rates spread geometrically from tune-lr/100 to tune-lr. [default: off]"),
@@ -112,12 +116,12 @@ def _apply(options):
 @click.option("--overwrite", is_flag=True, help="Replace a run folder of the same --name instead of making a new one.")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue an interrupted run from its last completed epoch.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final lines (phase table, kept weights, test accuracy, paths).")
-def train(data_dir, config_path, overwrite, resume_dir, quiet, **options):
+@click.option("--dry-run", is_flag=True, help="Check the options, scan the data, print the resolved recipe and exit "
+              "(builds and trains nothing).")
+def train(data_dir, config_path, overwrite, resume_dir, quiet, dry_run, **options):
     """Fine-tune on DATA_DIR (one subfolder per class, or train/ val/ [test/]) or on a CSV of path,label[,split]
     (several labels in a cell, separated by ; or spaces, make a multi-label task)."""
-    _start_tensorflow()
-    from ..config import ConfigError, TrainConfig
-    from ..runs import train as run_training
+    from ..config import TrainConfig
 
     if resume_dir:
         config_path = config_path or str(Path(resume_dir) / "config.yaml")
@@ -125,16 +129,23 @@ def train(data_dir, config_path, overwrite, resume_dir, quiet, **options):
             raise click.UsageError(f"{resume_dir!r} is not a run folder (no config.yaml)")
     base = TrainConfig.load(config_path).to_dict() if config_path else TrainConfig().to_dict()
     given = {k: v for k, v in options.items() if v is not None}
-    if "hidden" in given:
-        try:
-            given["hidden"] = [int(h) for h in str(given["hidden"]).split(",") if h.strip()]
-        except ValueError:
-            raise ConfigError(f"--hidden: expected comma-separated integers such as 256,128, got {options['hidden']!r}") from None
+    for key, kind in (("hidden", int), ("schedule_boundaries", float), ("schedule_values", float)):
+        if key in given:
+            given[key] = _number_list(key, given[key], kind)
     if data_dir:
         given["data"] = data_dir
-    config = TrainConfig.from_dict({**base, **given})
+    config = TrainConfig.from_dict({**base, **given})  # every static check, before TensorFlow starts
     if not config.data:
         raise click.UsageError("give DATA_DIR or a --config with a `data:` entry")
+    _start_tensorflow()
+    from ..runs import plan, train as run_training
+
+    if dry_run:
+        folder, recipe = plan(config, resume_from=resume_dir)
+        click.echo(f"data           {folder.summary()}")
+        click.echo(recipe.describe())
+        click.echo("dry run: nothing built or trained")
+        return
     source = config.from_model or config.backbone
     if not quiet:
         click.echo(f"finetune: {'resuming' if resume_dir else 'training'} {source} on {config.data}")
@@ -149,3 +160,14 @@ def train(data_dir, config_path, overwrite, resume_dir, quiet, **options):
     elif metrics:
         click.echo(f"{metrics['split']} accuracy: {metrics['accuracy']:.2%} on {metrics['n']} images")
     click.echo(f"run folder: {run_dir}\nreport: {run_dir / 'report.md'}")
+
+
+def _number_list(key: str, text: str, kind: type) -> list:
+    from ..config import ConfigError
+
+    try:
+        return [kind(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        example = "256,128" if kind is int else "3,6"
+        raise ConfigError(f"--{key.replace('_', '-')}: expected comma-separated {'integers' if kind is int else 'numbers'}"
+                          f" such as {example}, got {text!r}") from None

@@ -26,7 +26,8 @@ import math
 
 import keras
 
-PRESETS = ("none", "light", "flips", "seed")
+from ..choices import AUGMENT_PRESETS as PRESETS  # the closed list lives in finetune.choices
+from ..errors import ConfigError
 
 
 def augmentation(preset: str = "light", seed: int | None = None) -> keras.Sequential | None:
@@ -59,5 +60,5 @@ def augmentation(preset: str = "light", seed: int | None = None) -> keras.Sequen
             keras.layers.RandomFlip("horizontal", seed=seed),
         ]
     else:
-        raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown augmentation preset {preset!r}; choose one of {', '.join(PRESETS)}")
     return keras.Sequential(layers, name="augment")

@@ -18,18 +18,15 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..choices import RESIZE_POLICIES
+from ..choices import DEFAULT_RESIZE
+from ..errors import DataError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 DECODERS = ("JPEG", "PNG", "BMP", "DIB", "GIF", "WEBP", "TIFF")  # formats PIL may open; others are refused
 MAX_IMAGE_PIXELS = 64_000_000  # larger images are refused as likely decompression bombs
 
 
-class DataError(ValueError):
-    """A problem with the user's images, phrased so they can fix it."""
-
-
-def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = None, resize: str = "squash", *,
+def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = None, resize: str = DEFAULT_RESIZE, *,
                crop_fraction: float = 1.0, bicubic: bool = False) -> np.ndarray:
     """Decode one image to RGB ``uint8`` (H, W, 3), honouring EXIF rotation.
 
@@ -56,7 +53,7 @@ def load_image(path: str | os.PathLike, size: int | tuple[int, int] | None = Non
         return np.asarray(img, dtype=np.uint8)
 
 
-def fit_to(img: Image.Image, size: tuple[int, int], resize: str = "squash", *, crop_fraction: float = 1.0,
+def fit_to(img: Image.Image, size: tuple[int, int], resize: str = DEFAULT_RESIZE, *, crop_fraction: float = 1.0,
            resample: int = Image.BILINEAR) -> Image.Image:
     """``img`` resized to ``(height, width)`` by a resize policy (Keras's meanings).
 
@@ -72,21 +69,18 @@ def fit_to(img: Image.Image, size: tuple[int, int], resize: str = "squash", *, c
         >>> [fit_to(wide, (50, 50), r).size for r in ("squash", "crop", "pad")]
         [(50, 50), (50, 50), (50, 50)]
     """
+    from .spec import check_resize, crop_box, pad_box
+
     h, w = size
-    if resize not in RESIZE_POLICIES:
-        raise ValueError(f"resize must be one of {', '.join(RESIZE_POLICIES)}, got {resize!r}")
+    check_resize(resize)
     if resize == "crop" or crop_fraction < 1:
-        target = w / h
-        cw, ch = (img.width, img.width / target) if img.width / img.height < target else (img.height * target, img.height)
-        cw, ch = cw * crop_fraction, ch * crop_fraction
-        left, top = (img.width - cw) / 2, (img.height - ch) / 2
-        img = img.crop((round(left), round(top), round(left + cw), round(top + ch)))
+        left, top, right, bottom = crop_box(img.width, img.height, w / h, crop_fraction)
+        img = img.crop((round(left), round(top), round(right), round(bottom)))
     elif resize == "pad":
-        target = w / h
-        pw, ph = (round(img.height * target), img.height) if img.width / img.height < target else (img.width, round(img.width / target))
+        pw, ph, left, top = pad_box(img.width, img.height, w / h)
         if (pw, ph) != img.size:
             canvas = Image.new("RGB", (pw, ph))
-            canvas.paste(img, ((pw - img.width) // 2, (ph - img.height) // 2))
+            canvas.paste(img, (left, top))
             img = canvas
     return img if img.size == (w, h) else img.resize((w, h), resample)
 
@@ -149,12 +143,17 @@ def _reason(err: Exception) -> str:
     return f"cannot decode: {type(err).__name__}: {detail}".rstrip(": ")
 
 
-def load_images(paths: Sequence[str], image_size: int, resize: str = "squash", **fit) -> np.ndarray:
-    """Decode a list of files to a float32 batch (for ``predict``), each fitted by the ``resize`` policy.
+def load_images(paths: Sequence[str], image_size, resize: str | None = None, **fit) -> np.ndarray:
+    """Decode a list of files to a float32 batch (for ``predict``), as training decoded them.
 
+    ``image_size``: a run's :class:`~finetune.data.spec.ImageSpec` (``run.spec``), or a size whose
+    images are fitted by ``resize`` (:data:`~finetune.choices.DEFAULT_RESIZE`, as ``TrainConfig``).
     ``fit``: ``crop_fraction`` and ``bicubic``, as :func:`load_image` takes them.
     """
-    return np.stack([load_image(p, image_size, resize, **fit) for p in paths]).astype(np.float32)
+    from .spec import as_spec
+
+    spec = as_spec(image_size, resize)
+    return np.stack([load_image(p, spec.size, **{**spec.fit_options, **fit}) for p in paths]).astype(np.float32)
 
 
 def _spread(paths: Sequence[str], sample: int) -> list[str]:
@@ -179,7 +178,7 @@ def typical_size(paths: Sequence[str], sample: int = 64) -> int | None:
     return int(np.median(sides)) if sides else None
 
 
-def decode_checked(path: str, image_size: int, resize: str = "squash", **fit) -> tuple[np.ndarray | None, str | None]:
+def decode_checked(path: str, image_size: int, resize: str = DEFAULT_RESIZE, **fit) -> tuple[np.ndarray | None, str | None]:
     """``(pixels, None)`` for a usable file, ``(None, reason)`` otherwise: one decode, :func:`check_image`'s rules."""
     try:
         if os.path.getsize(path) == 0:
@@ -192,7 +191,7 @@ def decode_checked(path: str, image_size: int, resize: str = "squash", **fit) ->
         return None, _reason(err)
 
 
-def decode_many(paths: Sequence[str], image_size: int, resize: str = "squash", *, workers: int = 4,
+def decode_many(paths: Sequence[str], image_size: int, resize: str = DEFAULT_RESIZE, *, workers: int = 4,
                 **fit) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
     """Decode ``paths`` once each, in parallel: ``(good paths, float32 batch, [(bad path, reason)])``."""
     from concurrent.futures import ThreadPoolExecutor

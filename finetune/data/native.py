@@ -11,10 +11,12 @@ white), WEBP and TIFF.
 Example:
     >>> from PIL import Image
     >>> import tempfile, os
-    >>> path = os.path.join(tempfile.mkdtemp(), "gray.png")
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "gray.png")
     >>> Image.new("L", (30, 20), 128).save(path)
     >>> is_native(path), decode_file(path, 16, "crop").shape
     (True, TensorShape([16, 16, 3]))
+    >>> folder.cleanup()
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Sequence
 
 from PIL import Image
 
+from ..choices import DEFAULT_RESIZE
 from .images import MAX_IMAGE_PIXELS, load_image
 
 NATIVE_MODES = {"JPEG": ("RGB", "L"), "PNG": ("RGB", "L", "P"), "BMP": ("RGB", "L"), "GIF": ("P", "L")}
@@ -55,7 +58,7 @@ def native_flags(paths: Sequence[str], workers: int = 4) -> list[bool]:
         return list(pool.map(is_native, paths, chunksize=64))
 
 
-def decode_file(path, image_size: int, resize: str = "squash", native=True, **fit):
+def decode_file(path, image_size: int, resize: str = DEFAULT_RESIZE, native=True, **fit):
     """``uint8`` (size, size, 3) pixels of the file at ``path`` (a string tensor), in graph mode.
 
     ``native`` (a bool tensor or Python bool): decode with ``tf.io``; else with PIL
@@ -89,22 +92,23 @@ def fit_tensor(image, image_size: int, resize: str):
     """:func:`~finetune.data.images.fit_to` on a ``uint8`` (h, w, channels) tensor: the same crop box and padding."""
     import tensorflow as tf
 
+    from .spec import check_resize, crop_box, pad_box
+
+    check_resize(resize)
     shape = tf.shape(image)
     h, w = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
     if resize == "crop":
-        cw, ch = tf.minimum(w, h), tf.minimum(w, h)  # a square target: the largest centred square
-        left, top = (w - cw) / 2, (h - ch) / 2
-        x0, y0 = tf.cast(tf.round(left), tf.int32), tf.cast(tf.round(top), tf.int32)  # round half to even, as Python
-        x1, y1 = tf.cast(tf.round(left + cw), tf.int32), tf.cast(tf.round(top + ch), tf.int32)
+        box = crop_box(w, h, minimum=tf.minimum)  # round half to even, as Python's round in fit_to
+        x0, y0, x1, y1 = (tf.cast(tf.round(v), tf.int32) for v in box)
         image = image[y0:y1, x0:x1]
     elif resize == "pad":
-        side = tf.maximum(shape[0], shape[1])
-        image = tf.image.pad_to_bounding_box(image, (side - shape[0]) // 2, (side - shape[1]) // 2, side, side)
+        pw, ph, left, top = (tf.cast(v, tf.int32) for v in pad_box(w, h, maximum=tf.maximum, rounding=tf.round))
+        image = tf.image.pad_to_bounding_box(image, top, left, ph, pw)
     resized = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size), "bilinear", antialias=True)
     return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
-def decoded_batches(paths: Sequence[str], image_size: int, resize: str = "squash", *, batch_size: int = 256,
+def decoded_batches(paths: Sequence[str], image_size: int, resize: str = DEFAULT_RESIZE, *, batch_size: int = 256,
                     workers: int | None = None, **fit):
     """Yield ``(paths, float32 images, [(bad path, reason)])`` chunk by chunk, in order.
 

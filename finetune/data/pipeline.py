@@ -7,7 +7,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import ConfigError
 from .native import decode_file, native_flags
+from .spec import ImageSpec, as_spec
 
 CACHE_BUDGET_BYTES = 2 * 1024**3  # cache="auto" keeps decoded images in memory only below this
 
@@ -21,7 +23,7 @@ def balanced_class_weights(counts: Sequence[int]) -> list[float]:
 
 def make_dataset(
     items: Sequence[tuple[str, int]],
-    image_size: int,
+    image_size: "int | ImageSpec",
     *,
     batch_size: int = 32,
     binary: bool = False,
@@ -31,13 +33,13 @@ def make_dataset(
     cache: str | None = "auto",
     epochs: tuple[int, int] | None = None,
     cache_budget: int = CACHE_BUDGET_BYTES,
-    resize: str = "squash",
+    resize: str | None = None,
 ):
     """A batched ``tf.data.Dataset`` of ``(images, labels[, sample_weights])``.
 
-    Images are RGB float32 in [0, 255] at ``image_size``, fitted by the
-    ``resize`` policy (see :func:`finetune.data.images.fit_to`); decoding runs in
-    parallel. Labels are float 0/1 for ``binary``, float 0/1 rows for multi-label
+    Images are RGB float32 in [0, 255] as the :class:`~finetune.data.spec.ImageSpec` says
+    (or at ``image_size``, fitted by the ``resize`` policy, :data:`~finetune.choices.DEFAULT_RESIZE`
+    by default; see :func:`finetune.data.images.fit_to`); decoding runs in parallel. Labels are float 0/1 for ``binary``, float 0/1 rows for multi-label
     items (whose labels are tuples of flags), else integers. Class
     weights become per-sample weights, which ``model.fit`` honours with tf.data.
     PNG/JPEG/BMP/GIF files decode with TensorFlow's decoders (no GIL; see
@@ -58,11 +60,13 @@ def make_dataset(
     """
     import tensorflow as tf
 
+    spec = as_spec(image_size, resize)
+    image_size, resize = spec.size, spec.resize
     paths = [p for p, _ in items]
     labels = [label for _, label in items]
     multi_label = bool(labels) and isinstance(labels[0], (tuple, list))
     if multi_label and class_weights is not None:
-        raise ValueError("class weights apply to one label per image; a multi-label task takes none")
+        raise ConfigError("class weights apply to one label per image; a multi-label task takes none")
     labels = np.asarray(labels, dtype=np.float32 if (binary or multi_label) else np.int32)
     ds = tf.data.Dataset.from_tensor_slices((paths, labels, native_flags(paths)))
 

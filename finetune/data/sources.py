@@ -10,10 +10,9 @@ Pixel values are 0-255 everywhere, as in the rest of finetune: uint8 arrays, or
 float arrays in [0, 255]. ``(N, H, W)`` grayscale and ``(N, H, W, 1)`` are accepted.
 
 Example:
-    >>> import numpy as np, tempfile, os
-    >>> os.environ["FINETUNE_CACHE_DIR"] = tempfile.mkdtemp()
+    >>> import numpy as np
     >>> x = np.random.default_rng(0).integers(0, 255, (20, 8, 8), dtype=np.uint8)
-    >>> folder = from_arrays(x, np.arange(20) % 2, val_split=0.2, test_split=0)
+    >>> folder = from_arrays(x, np.arange(20) % 2, val_split=0.2, test_split=0)   # PNGs under $FINETUNE_CACHE_DIR
     >>> folder.class_names, len(folder.splits["train"]), len(folder.splits["val"])
     (['0', '1'], 16, 4)
 """

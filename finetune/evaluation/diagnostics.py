@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
+from ..choices import DEFAULT_RESIZE
 from ..data import load_image, load_images
 from .metrics import classification_metrics
 from .predict import as_class_probs, chunks, inference_fn, predict_batches, predict_files
@@ -50,7 +51,7 @@ class LossRow:
 
 def top_losses(
     model: keras.Model, items: Sequence[tuple[str, int]], class_names: Sequence[str], image_size: int,
-    k: int = 16, *, batch_size: int = 32, resize: str = "squash",
+    k: int = 16, *, batch_size: int = 32, resize: str = DEFAULT_RESIZE,
 ) -> list[LossRow]:
     """The ``k`` images of ``[(path, label), ...]`` with the highest loss, worst first.
 
@@ -168,12 +169,12 @@ def tta_predict(model: keras.Model, images: np.ndarray, *, flip: bool = True, cr
 
 
 def evaluate_tta(model: keras.Model, items: Sequence[tuple[str, int]], class_names: Sequence[str], image_size: int,
-                 *, batch_size: int = 32, resize: str = "squash", ordinal=None, **tta: Any) -> dict[str, Any]:
+                 *, batch_size: int = 32, resize: str = DEFAULT_RESIZE, ordinal=None, **tta: Any) -> dict[str, Any]:
     """Metrics on ``[(path, label), ...]`` without and with TTA.
 
     Returns:
         ``{"accuracy": ..., "accuracy_tta": ..., "plain": metrics, "tta": metrics}``, where
-        ``metrics`` is :func:`finetune.metrics.classification_metrics` (per-class, confusion matrix).
+        ``metrics`` is :func:`finetune.evaluation.metrics.classification_metrics` (per-class, confusion matrix).
         ``tta`` keywords go to :func:`tta_predict`; with an ``ordinal`` rule the classes are its decisions.
 
     Example:

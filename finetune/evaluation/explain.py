@@ -20,9 +20,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-
-class CannotExplain(ValueError):
-    """The model has no convolutional feature map to explain, or is not a chain of layers."""
+from ..errors import CannotExplain
 
 
 @dataclass

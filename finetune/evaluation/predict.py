@@ -17,6 +17,7 @@ from typing import Iterator, Sequence
 import keras
 import numpy as np
 
+from ..choices import DEFAULT_RESIZE
 from ..data import load_images
 
 
@@ -62,7 +63,7 @@ def predict_batches(model: keras.Model, images: np.ndarray, *, batch_size: int =
 
 
 def predict_files(model: keras.Model, paths: Sequence[str], image_size: int, batch_size: int = 32,
-                  resize: str = "squash") -> np.ndarray:
+                  resize: str = DEFAULT_RESIZE) -> np.ndarray:
     """Class probabilities ``(n, num_classes)`` for image files (binary sigmoid outputs expanded to 2 columns)."""
     forward = inference_fn(model)
     out = [as_class_probs(forward(load_images(list(chunk), image_size, resize))) for chunk in chunks(list(paths), batch_size)]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from ..errors import ConfigError
 from ..models.graph import walk_layers
 from .predict import predict_batches
 
@@ -138,7 +139,7 @@ def mc_predict(
     >>> most_uncertain = result.entropy.argsort()[-10:]
     """
     if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}.")
+        raise ConfigError(f"samples must be >= 1, got {samples}.")
     if has_dropout(model):
         predictor, passes = mc_dropout_model(model, seed=seed), samples
     else:

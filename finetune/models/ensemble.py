@@ -6,6 +6,8 @@ from typing import Sequence
 
 import keras
 
+from ..errors import ConfigError
+
 
 def average_models(models: Sequence[keras.Model], name: str = "ensemble") -> keras.Model:
     """One model whose output is the mean of ``models``' outputs on the same input (stock layers only).
@@ -22,11 +24,11 @@ def average_models(models: Sequence[keras.Model], name: str = "ensemble") -> ker
         True
     """
     if len(models) < 2:
-        raise ValueError(f"an ensemble needs at least 2 models, got {len(models)}")
+        raise ConfigError(f"an ensemble needs at least 2 models, got {len(models)}")
     shapes = {tuple(m.inputs[0].shape[1:]) for m in models}
     outputs = {tuple(m.outputs[0].shape[1:]) for m in models}
     if len(shapes) > 1 or len(outputs) > 1:
-        raise ValueError(f"ensemble members differ in input shapes {sorted(shapes)} or output shapes {sorted(outputs)}")
+        raise ConfigError(f"ensemble members differ in input shapes {sorted(shapes)} or output shapes {sorted(outputs)}")
     inputs = keras.Input(models[0].inputs[0].shape[1:], name="image")
     # Each member renamed: Keras needs unique layer names, and every run's model has the same name.
     members = [keras.Model(m.inputs[0], m.outputs[0], name=f"member_{i}") for i, m in enumerate(models)]

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import keras
 
+from ..errors import ConfigError
+
 
 def freeze(model: keras.Model | keras.layers.Layer) -> None:
     """Make every weight of ``model`` non-trainable."""
@@ -63,11 +65,11 @@ class UnfreezePolicy:
     def __post_init__(self) -> None:
         given = [v is not None for v in (self.from_layer, self.last_blocks, self.fraction)]
         if sum(given) != 1:
-            raise ValueError("give exactly one of from_layer, last_blocks or fraction")
+            raise ConfigError("give exactly one of from_layer, last_blocks or fraction")
         if self.fraction is not None and not 0 < self.fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1], got {self.fraction}")
+            raise ConfigError(f"fraction must be in (0, 1], got {self.fraction}")
         if self.last_blocks is not None and self.last_blocks < 1:
-            raise ValueError(f"last_blocks must be >= 1, got {self.last_blocks}")
+            raise ConfigError(f"last_blocks must be >= 1, got {self.last_blocks}")
 
     def start_index(self, base: keras.Model) -> int:
         """Index in ``base.layers`` of the first layer to unfreeze."""
@@ -78,17 +80,17 @@ class UnfreezePolicy:
             for i, name in enumerate(names):
                 if name.startswith(self.from_layer):
                     return i
-            raise ValueError(
+            raise ConfigError(
                 f"no layer named or starting with {self.from_layer!r} in {base.name}; "
                 f"blocks are: {', '.join(blocks_of(base, self.block_pattern)) if self.block_pattern else 'see model.summary()'}"
             )
         if self.fraction is not None:
             return min(len(names) - 1, int(round(len(names) * (1 - self.fraction))))
         if not self.block_pattern:
-            raise ValueError("last_blocks needs the backbone's block_pattern")
+            raise ConfigError("last_blocks needs the backbone's block_pattern")
         blocks = blocks_of(base, self.block_pattern)
         if self.last_blocks > len(blocks):
-            raise ValueError(f"last_blocks={self.last_blocks} but {base.name} has {len(blocks)} blocks")
+            raise ConfigError(f"last_blocks={self.last_blocks} but {base.name} has {len(blocks)} blocks")
         first_block = blocks[-self.last_blocks]
         return next(i for i, name in enumerate(names) if re.match(self.block_pattern, name)
                     and re.match(self.block_pattern, name).group(1) == first_block)
@@ -121,16 +123,15 @@ class UnfreezePolicy:
 
 
 def backbone_from_model(path: str, drop_top: int = 1, *, unsafe: bool = False):
-    """A :class:`~finetune.backbones.Backbone` made of a saved model's layers (``--from model.keras``).
+    """A :class:`~finetune.models.backbones.Backbone` made of a saved model's layers (``--from model.keras``).
 
-    The model is cloned with :func:`finetune.reuse.reuse` (the file is never
+    The model is cloned with :func:`finetune.models.reuse.reuse` (the file is never
     changed), its top ``drop_top`` layers dropped. It must take square RGB
     images (H, H, 3) as finetune feeds them: raw pixels in [0, 255], so any
     scaling it needs must be inside it. Phase 2 unfreezes all reused layers
     unless an unfreeze point is given.
     """
     from .backbones import Backbone
-    from ..config import ConfigError
     from .reuse import reuse
 
     if not os.path.exists(path):

@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import keras
 
+from ..config import HeadConfig  # a pure value, defined beside TrainConfig; re-exported here and by finetune.models
+from ..errors import ConfigError
 
-@dataclass
-class HeadConfig:
-    """What goes on top of the backbone.
-
-    Attributes:
-        pooling: ``"avg"`` (global average pooling, seeds 000/001) or ``"flatten"`` (seed 002).
-        hidden: Sizes of hidden Dense layers, e.g. ``[256]``.
-        activation: Activation of the hidden layers.
-        dropout: Dropout rate before each Dense layer (0 disables it).
-        l1, l2: Kernel regularization factors of every head Dense layer.
-        max_norm: Max-norm constraint on every head kernel, or ``None``.
-    """
-
-    pooling: str = "avg"
-    hidden: list[int] = field(default_factory=list)
-    activation: str = "relu"
-    dropout: float = 0.2
-    l1: float = 0.0
-    l2: float = 0.0
-    max_norm: float | None = None
+__all__ = ["HeadConfig", "build_classifier", "dense_factory", "pooling_layer"]
 
 
 def pooling_layer(pooling: str) -> keras.layers.Layer:
@@ -37,7 +18,7 @@ def pooling_layer(pooling: str) -> keras.layers.Layer:
         return keras.layers.GlobalMaxPooling2D(name="pool")
     if pooling == "flatten":
         return keras.layers.Flatten(name="pool")
-    raise ValueError(f"unknown pooling {pooling!r}; choose avg, max or flatten")
+    raise ConfigError(f"unknown pooling {pooling!r}; choose avg, max or flatten")
 
 
 def dense_factory(config: HeadConfig):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import keras
 from .._compat import unsafe_deserialization
+from ..errors import ConfigError
 
 HEAD_NAME = "reuse_head"
 
@@ -80,11 +81,11 @@ def reuse(
     if not isinstance(source, keras.Model):
         raise TypeError(f"Expected a keras.Model or a file path, got {type(source).__name__}.")
     if not source.built or not getattr(source, "inputs", None):
-        raise ValueError("The source model has no known input shape: build it (or call it once) first.")
+        raise ConfigError("The source model has no known input shape: build it (or call it once) first.")
     clone = _clone_with_weights(source)
     body_layers = [layer for layer in clone.layers if not isinstance(layer, keras.layers.InputLayer)]
     if drop_top < 0 or drop_top >= len(body_layers):
-        raise ValueError(
+        raise ConfigError(
             f"drop_top={drop_top} but the model has {len(body_layers)} layers "
             f"(not counting its Input): drop_top must be in [0, {len(body_layers) - 1}]."
         )
@@ -114,7 +115,7 @@ def _load(path: str | os.PathLike, unsafe: bool) -> keras.Model:
         )
     elif path.suffix in (".h5", ".hdf5") and _h5_has_lambda(path):
         # Keras checks `safe_mode` for .keras files only; legacy .h5 gets the same rule here.
-        raise ValueError(f"{path} holds a Lambda layer (arbitrary code); pass unsafe=True if you trust it.")
+        raise ConfigError(f"{path} holds a Lambda layer (arbitrary code); pass unsafe=True if you trust it.")
     return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
 
 
@@ -150,12 +151,12 @@ def _head_layers(
 ) -> list[keras.layers.Layer]:
     if head is not None:
         if num_outputs is not None:
-            raise ValueError("Pass either `head` or `num_outputs`, not both.")
+            raise ConfigError("Pass either `head` or `num_outputs`, not both.")
         return [head] if isinstance(head, keras.layers.Layer) else list(head)
     if num_outputs is None:
         return []
     if num_outputs < 1:
-        raise ValueError(f"num_outputs must be >= 1, got {num_outputs}.")
+        raise ConfigError(f"num_outputs must be >= 1, got {num_outputs}.")
     activation = activation or ("sigmoid" if num_outputs == 1 else "softmax")
     name, suffix = HEAD_NAME, 1
     while name in taken:
@@ -166,18 +167,18 @@ def _head_layers(
 def _features(clone: keras.Model, kept: list[keras.layers.Layer], drop_top: int):
     if drop_top == 0:
         if len(clone.outputs) != 1:
-            raise ValueError("reuse needs a model with a single output.")
+            raise ConfigError("reuse needs a model with a single output.")
         return clone.outputs[0]
     top = kept[-1]
     try:
         features = top.output
     except (AttributeError, ValueError) as error:
-        raise ValueError(f"Layer {top.name!r} has no single output to build on.") from error
+        raise ConfigError(f"Layer {top.name!r} has no single output to build on.") from error
     body = keras.Model(clone.inputs, features)
     used = {layer.name for layer in body.layers}
     cut_off = [layer.name for layer in kept if layer.name not in used]
     if cut_off:
-        raise ValueError(
+        raise ConfigError(
             f"Dropping {drop_top} layer(s) leaves {top.name!r} on top, which does not use "
             f"layers {cut_off}: those only reach the output through the dropped layers."
         )

@@ -24,9 +24,7 @@ import re
 
 import keras
 
-
-class CannotTap(ValueError):
-    """The base has too few stages below its final block, or no 4-D output."""
+from ..errors import CannotTap
 
 
 def stage_ends(base: keras.Model, block_pattern: str) -> list[str]:

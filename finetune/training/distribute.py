@@ -3,10 +3,10 @@
 What works on Keras 3 / TensorFlow 2.21:
 
 - ``mirrored`` (one machine, several GPUs, or several logical CPUs): ``model.fit``
-  and :class:`finetune.trainer.Trainer` both work.
+  and :class:`finetune.training.loop.Trainer` both work.
 - ``multiworker`` (``MultiWorkerMirroredStrategy``, several machines): ``model.fit``
   fails ("Attempt to convert a value (PerReplica ...) to a Tensor", keras-team/keras
-  #20585); train with :class:`finetune.trainer.Trainer` instead.
+  #20585); train with :class:`finetune.training.loop.Trainer` instead.
 
 Build the model, and create the ``Trainer``, inside ``strategy.scope()``; batch the
 dataset with :func:`global_batch_size` (the strategy splits each batch across replicas).
@@ -33,11 +33,8 @@ from typing import Any
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "none", "mirrored", "multiworker")
-
-
-class DistributeError(ValueError):
-    """A strategy that cannot be built here, phrased so the caller can fix it."""
+from ..choices import STRATEGIES  # the closed list lives in finetune.choices
+from ..errors import DistributeError  # a ConfigError
 
 
 def make_strategy(name: str = "auto") -> tf.distribute.Strategy:

@@ -4,8 +4,8 @@ In phase 1 the base is frozen, so its output for an image never changes:
 recomputing it every epoch (as the seed recipe does) is wasted work. The
 features are computed once per image (and per augmented variant) and kept in
 memory; with a real weights file they are also stored in the user's cache dir,
-keyed by everything that could change them — backbone, weights checksum, input
-size, preprocessing, pooling, augmentation variant and every file's path, size
+keyed by everything that could change them — backbone, weights checksum, the input
+spec (size and resize policy), preprocessing, pooling, augmentation variant and every file's path, size
 and mtime — so a later run on the same data skips extraction and a stale cache
 is never used. Large arrays are memory-mapped rather than loaded.
 """
@@ -100,22 +100,22 @@ class FeatureCache:
         self.hits = 0
 
     @classmethod
-    def for_run(cls, config, parts) -> "FeatureCache":
+    def for_run(cls, config, parts, spec) -> "FeatureCache":
+        """The cache of a run: keyed by the weights, the input ``spec`` (every pixel decision), the backbone's
+        preprocessing, pooling, taps, BatchNormalization statistics, augmentation and seed."""
         weights = parts.backbone.resolve_weights(config.weights)
         fingerprint = weights_fingerprint(weights)
         identity = {
-            "backbone": parts.backbone.name, "weights": fingerprint, "image_size": parts.image_size,
+            "backbone": parts.backbone.name, "weights": fingerprint, "input": spec.identity(),
             "preprocessing": parts.backbone.preprocessing, "pooling": config.pooling,
-            "augment": config.augment, "seed": config.seed, "format": 1,
+            "augment": config.augment, "seed": config.seed, "format": 2,
         }
         if getattr(config, "bn_stats", "imagenet") != "imagenet":  # absent for imagenet: old keys stay valid
             from .bn_stats import batchnorm_fingerprint
 
             identity["bn_stats"] = batchnorm_fingerprint(parts.base)
-        if getattr(config, "feature_taps", 0):  # absent without taps: old keys stay valid
+        if getattr(config, "feature_taps", 0):
             identity["feature_taps"] = config.feature_taps
-        if getattr(config, "resize", "squash") != "squash":  # absent for squash: caches written before resize policies stay valid
-            identity["resize"] = getattr(config, "resize")
         directory = cache_root() / "features" if fingerprint else None
         return cls(directory, identity)
 

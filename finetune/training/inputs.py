@@ -1,7 +1,7 @@
 """Where a phase's inputs come from: cached features, cached activations at the unfreeze point, or live images.
 
 :class:`PhaseInputs` is the part of a run (:class:`~finetune.training.recipe.RecipeRun`)
-that prepares data; it reads the run's ``config``, ``parts``, ``folder``,
+that prepares data; it reads the run's ``config``, ``spec``, ``parts``, ``folder``,
 ``loader``, ``class_weights``, ``val_ds``, ``policy``, ``context``,
 ``completed``, ``timings`` and ``notes``.
 """
@@ -72,7 +72,7 @@ class PhaseInputs:
         key = (split, variant)
         if key not in self._activation_arrays:
             loader = dict(self.loader, class_weights=self.class_weights) if split == "train" else self.loader
-            cache = FeatureCache.for_run(self.config, self.parts)
+            cache = FeatureCache.for_run(self.config, self.parts, self.spec)
             self._activation_arrays[key] = cache.get_or_compute(
                 self.folder.splits[split], loader, self.parts, variant=variant, split=split, cut=cut,
                 dtype=self.config.cache_dtype, verbose=self.context.verbose)
@@ -140,7 +140,7 @@ class PhaseInputs:
 
         config, parts = self.config, self.parts
         start = time.perf_counter()
-        cache = FeatureCache.for_run(config, parts)
+        cache = FeatureCache.for_run(config, parts, self.spec)
         loader = dict(self.loader, class_weights=self.class_weights)
         cut = self._cut() if self._phase2_on_activations() else None
         if cut is not None:  # the bottom runs once for both phases; phase 1's features come from the top

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from .._compat import build_for, track_loss
+from ..errors import ConfigError
 
 __all__ = ["Trainer"]
 
@@ -91,17 +92,17 @@ class Trainer:
         accumulate: int = 1,
     ):
         if accumulate < 1:
-            raise ValueError(f"accumulate must be >= 1, got {accumulate}.")
+            raise ConfigError(f"accumulate must be >= 1, got {accumulate}.")
         compiled = getattr(model, "compiled", False)
         if loss is not None or not compiled:
             if loss is None:
-                raise ValueError("The model is not compiled: pass a `loss` (and an `optimizer`).")
+                raise ConfigError("The model is not compiled: pass a `loss` (and an `optimizer`).")
             model.compile(optimizer=optimizer or getattr(model, "optimizer", None) or "rmsprop",
                           loss=loss, metrics=metrics)
         elif optimizer is not None:
             model.optimizer = keras.optimizers.get(optimizer)
         elif model.optimizer is None:
-            raise ValueError("The model is compiled without an optimizer: pass one.")
+            raise ConfigError("The model is compiled without an optimizer: pass one.")
         self.model = model
         self.clipnorm = clipnorm
         self.accumulate = int(accumulate)

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..errors import ConfigError
 from .optim import make_optimizer
 
 __all__ = ["LRFindResult", "lr_find"]
@@ -50,8 +51,10 @@ class LRFindResult:
 
         Example:
 
+        >>> import tempfile, os
         >>> result = LRFindResult([1e-3, 1e-2, 1e-1], [1.0, 0.5, 2.0], suggestion=1e-2)
-        >>> result.plot("/tmp/lr_find.png").name
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     result.plot(os.path.join(folder, "lr_find.png")).name
         'lr_find.png'
         """
         from matplotlib.figure import Figure
@@ -141,7 +144,7 @@ def lr_find(
     ``data`` is a ``tf.data.Dataset`` of ``(x, y)`` batches (repeated as needed)
     or ``(x, y)`` numpy arrays (shuffled, batched by ``batch_size``). ``loss``
     defaults to the model's compiled loss; ``model.losses`` (regularization)
-    are added. ``optimizer`` is a name of :data:`finetune.optim.OPTIMIZERS`
+    are added. ``optimizer`` is a name of :data:`finetune.choices.OPTIMIZERS`
     (a fresh one is used) or an instance, whose variables and learning rate are
     restored afterwards. The sweep stops early once the smoothed loss exceeds
     ``diverge`` times its best. All model variables (weights, BatchNorm
@@ -157,7 +160,7 @@ def lr_find(
     """
     loss_fn = keras.losses.get(loss if loss is not None else getattr(model, "loss", None))
     if loss_fn is None:
-        raise ValueError("Pass a `loss`, or compile the model first.")
+        raise ConfigError("Pass a `loss`, or compile the model first.")
     own_optimizer = isinstance(optimizer, str)
     opt = make_optimizer(optimizer, start_lr) if own_optimizer else optimizer
     if not opt.built:

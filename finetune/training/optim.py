@@ -24,6 +24,7 @@ from keras.optimizers.schedules import LearningRateSchedule
 
 from .._compat import variable_key
 from ..choices import OPTIMIZERS, SCHEDULES
+from ..errors import ConfigError
 from ..models.graph import walk_layers
 from .schedules import _unknown_name, make_schedule
 
@@ -65,7 +66,7 @@ def _optimizer_kwargs(name: str, overrides: dict[str, Any]) -> tuple[type, dict[
                    if p not in ("self", "learning_rate", "kwargs"))
     unknown = [k for k in overrides if k not in valid]
     if unknown:
-        raise ValueError(f"Unknown hyperparameter(s) {', '.join(map(repr, unknown))} "
+        raise ConfigError(f"Unknown hyperparameter(s) {', '.join(map(repr, unknown))} "
                          f"for optimizer {name!r}. Valid: {', '.join(valid)}.")
     return cls, {**defaults, **overrides}
 
@@ -209,7 +210,7 @@ def group_multipliers(n_groups: int, spread: float = 100.0) -> list[float]:
     [0.01, 0.1, 1.0]
     """
     if n_groups < 1:
-        raise ValueError(f"n_groups must be >= 1, got {n_groups}.")
+        raise ConfigError(f"n_groups must be >= 1, got {n_groups}.")
     if n_groups == 1:
         return [1.0]
     exps = np.linspace(-math.log10(spread), 0.0, n_groups)
@@ -242,7 +243,7 @@ def discriminative_optimizer(
     ``1 / spread`` (first group) to 1 (last group, the head). ``low`` (a float
     learning rate only) sets the first group's rate directly: ``spread = lr / low``.
     Variables in no group learn at ``learning_rate``. Works with ``model.fit``
-    and :class:`finetune.trainer.Trainer`, with any schedule and any name of
+    and :class:`finetune.training.loop.Trainer`, with any schedule and any name of
     :data:`OPTIMIZERS`; it is saved with the model (multipliers by variable path).
 
     Example:
@@ -254,7 +255,7 @@ def discriminative_optimizer(
     """
     if low is not None:
         if isinstance(learning_rate, LearningRateSchedule):
-            raise ValueError("`low` needs a float learning rate; use `spread` with a schedule.")
+            raise ConfigError("`low` needs a float learning rate; use `spread` with a schedule.")
         spread = float(learning_rate) / float(low)
     cls, kwargs = _optimizer_kwargs(name, overrides)
     multipliers: dict[str, float] = {}

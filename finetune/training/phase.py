@@ -22,8 +22,7 @@ from .callbacks import (
 )
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+from ..errors import TrainingDiverged  # noqa: E402,F401  (defined with the other errors; importable here too)
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,7 @@ class Phase:
         warmup_epochs: Linear warm-up of the cosine schedule.
         patience: Early stopping on the monitored loss, best weights restored (0: off).
         discriminative: Base blocks learn at rates spread from ``lr/100`` to ``lr`` (fastai).
+        schedule_params: The schedule's declared parameters (``TrainConfig.schedule_params``).
         keep: ``"always"``, or ``"if_better"``: the phase's weights are kept only
             if its best monitored loss beats every earlier epoch's.
     """
@@ -58,6 +58,7 @@ class Phase:
     warmup_epochs: float = 0.0
     patience: int = 0
     discriminative: bool = False
+    schedule_params: dict = field(default_factory=dict)
     keep: Literal["always", "if_better"] = "always"
 
     def replace(self, **changes: Any) -> "Phase":
@@ -104,7 +105,7 @@ def compile_phase(target: keras.Model, phase: Phase, context: FitContext, steps:
     rate: Any = phase.lr
     plateau = None
     if phase.schedule != "constant":
-        extra = {"warmup_epochs": phase.warmup_epochs} if phase.schedule == "cosine" else {}
+        extra = {"warmup_epochs": phase.warmup_epochs} if phase.schedule == "cosine" else dict(phase.schedule_params)
         schedule = make_schedule(phase.schedule, phase.lr, steps_per_epoch=steps, epochs=max(phase.epochs, 1), **extra)
         if isinstance(schedule, keras.callbacks.Callback):
             plateau = schedule

@@ -24,24 +24,21 @@ import keras
 import numpy as np
 
 from ..config import ConfigError, TrainConfig
-from ..data import as_image_folder, balanced_class_weights, grayscale_fraction, make_dataset, typical_size
+from ..data import as_image_folder, balanced_class_weights, make_dataset
 from ..models import (
-    Backbone, UnfreezePolicy, backbone_from_model, build_model, freeze, get_backbone, input_size_for, is_small,
-    loss_for, metrics_for,
+    Backbone, UnfreezePolicy, backbone_from_model, build_model, freeze, get_backbone, loss_for, metrics_for,
 )
 from .checkpoint import RunCheckpoint
 from .inputs import PhaseInputs
 from .phase import FitContext, Phase, fit_phase
+from .resolve import DEFAULT_COPIES, Recipe, gather_facts, resolve  # noqa: F401  (DEFAULT_COPIES: old import path)
 from .result import FineTuneResult
-
-
-#: Augmented copies cached per image when augmentation is on and the config leaves it open.
-DEFAULT_COPIES = 2
 
 
 def recipe_phases(config: TrainConfig) -> list[Phase]:
     """The phases ``config`` asks for: a head on the frozen base, then the top of the base unfrozen."""
-    common = dict(schedule=config.schedule, warmup_epochs=config.warmup_epochs, patience=config.patience)
+    common = dict(schedule=config.schedule, warmup_epochs=config.warmup_epochs, patience=config.patience,
+                  schedule_params=config.schedule_params())
     return [
         Phase("head", trains="head", inputs="features" if config.cache_features else "images",
               lr=config.lr, epochs=config.head_epochs, **common),
@@ -60,13 +57,14 @@ def fine_tune(
     verbose: int = 1,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    recipe: Recipe | None = None,
     **overrides: Any,
 ) -> "FineTuneResult":
     """Fine-tune a pretrained backbone on an image folder, in two phases.
 
     Args:
         data: A class-folder tree (or one split into train/val[/test]), a CSV of
-            ``path,label[,split]``, ``(x, y)`` arrays (images 0-255, (N, H, W[, C])),
+            ``path,label[,split]``, ``(x, y)`` arrays (images 0-255, (N, H, W[, C]), any size),
             a ``tf.data.Dataset`` of ``(image, label)``, or an :class:`ImageFolder`.
         validation_data: With arrays or a dataset: the validation split, as in ``model.fit``.
         config: A :class:`TrainConfig`; keyword ``overrides`` replace its fields.
@@ -74,81 +72,73 @@ def fine_tune(
         verbose: 0 silent, 1 progress bars.
         checkpoint_dir: Where to checkpoint every epoch (for ``resume``).
         resume: Continue from the checkpoint in ``checkpoint_dir``.
+        recipe: A resolved :class:`~finetune.training.resolve.Recipe` to replay (``--resume``); by default
+            the config is resolved on this data by :func:`~finetune.training.resolve.resolve`.
 
     Returns:
-        A :class:`FineTuneResult` whose ``model`` is a plain ``keras.Model``.
+        A :class:`FineTuneResult` whose ``model`` is a plain ``keras.Model`` (raw RGB [0, 255] at the
+        spec's size in, probabilities out) and whose ``predict`` takes images of any size, as training did.
 
     Raises:
+        ConfigError: a config the data rules out (before any network is built).
         TrainingDiverged: the loss became NaN or infinite (the last good
             checkpoint is kept).
 
     Example:
         >>> result = fine_tune("flowers/", head_epochs=5, tune_epochs=3)   # doctest: +SKIP
         >>> result.model.save("flowers.keras")                              # doctest: +SKIP
+        >>> result.predict(["rose.jpg"])                                    # doctest: +SKIP
     """
     config = TrainConfig.from_dict({**(config or TrainConfig()).to_dict(), **overrides})
+    start = time.perf_counter()
+    folder = as_image_folder(data, **config.split_args(), validation_data=validation_data)
+    facts = gather_facts(config, folder)
+    recipe = recipe or resolve(config, facts)
+    scanned = time.perf_counter() - start
     with warnings.catch_warnings():
         # tf.data pipelines that drop undecodable files have no known length; Keras learns it in epoch 1.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
-        run = RecipeRun(data, config, callbacks=callbacks, verbose=verbose, checkpoint_dir=checkpoint_dir, resume=resume,
-                        validation_data=validation_data)
-        for phase in recipe_phases(config):
+        run = RecipeRun(folder, recipe, backbone=facts.backbone, callbacks=callbacks, verbose=verbose,
+                        checkpoint_dir=checkpoint_dir, resume=resume)
+        run.timings["scan"] = scanned
+        for phase in recipe_phases(run.config):
             run.fit(phase)
         run.decide()
         return run.result()
 
 
 class RecipeRun(PhaseInputs):
-    """One run: the scanned data, the model, and the phases fitted so far.
+    """One run: the scanned data, a resolved :class:`~finetune.training.resolve.Recipe`, the model, and the
+    phases fitted so far. It decides nothing and changes neither its recipe nor a config.
 
     Build it, call :meth:`fit` with each :class:`Phase` in order, then take
     :meth:`result`. Phases a resumed run already finished are skipped.
     """
 
-    def __init__(self, data: Any, config: TrainConfig, *, callbacks=(), verbose: int = 1,
-                 checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, validation_data: Any = None):
-        start = time.perf_counter()
+    def __init__(self, folder, recipe: Recipe, *, backbone=None, callbacks=(), verbose: int = 1,
+                 checkpoint_dir: str | os.PathLike | None = None, resume: bool = False):
+        self.recipe, self.folder, self.spec = recipe, folder, recipe.spec
+        self.config = config = recipe.config  # this run's own copy
         self.budget_end = time.monotonic() + 60 * config.time_budget if config.time_budget else None
-        self.config = config
-        self.folder = as_image_folder(data, **config.split_args(), validation_data=validation_data)
-        if not isinstance(data, (str, os.PathLike)) and not config.data:
-            config.data = self.folder.root  # arrays and datasets: where their PNGs were written
-        self.timings: dict[str, float] = {"scan": time.perf_counter() - start}
+        self.timings: dict[str, float] = {}
         keras.utils.set_random_seed(config.seed)
         if config.precision == "mixed":
             keras.mixed_precision.set_global_policy("mixed_float16")
         strategy = _strategy(config.strategy)
-        backbone = backbone_from_model(config.from_model, config.drop_top) if config.from_model else config.backbone
-        self.notes: list[str] = []  # what the run chose on its own, for the report
-        train_paths = [p for p, _ in self.folder.splits["train"]]
-        native = typical_size(train_paths)
-        if config.image_size is None and not config.from_model:
-            config.image_size, why = input_size_for(get_backbone(backbone), native)
-            self.notes.append(why)
-        small = not config.from_model and is_small(get_backbone(backbone), native)
-        self._resolve_recipe(config, train_paths, small)
+        if backbone is None:
+            backbone = backbone_from_model(config.from_model, config.drop_top) if config.from_model else \
+                get_backbone(config.backbone)
+        self.notes: list[str] = list(recipe.notes)  # what the run chose on its own, for the report
         with strategy.scope():
             self.parts = build_model(backbone, self.folder.num_classes, weights=config.weights,
-                                     image_size=config.image_size, head=config.head_config(),
+                                     image_size=self.spec.size, head=config.head_config(),
                                      augment=config.augment, seed=config.seed, multi_label=self.folder.multi_label,
                                      feature_taps=config.feature_taps)
-        config.image_size = self.parts.image_size
         self.policy = _unfreeze_policy(config, self.parts.backbone)
         self.policy.start_index(self.parts.base)  # fail on a bad unfreeze point before any training
-        if config.decision == "balanced" and self.folder.multi_label:
-            raise ConfigError("decision: 'balanced' corrects one-label class priors; a multi-label run has per-label "
-                              "thresholds chosen on val instead (drop --decision)")
-        if config.ordinal and (self.folder.multi_label or self.folder.num_classes < 3):
-            raise ConfigError("ordinal: needs one label per image and at least 3 ordered classes (class folders sort "
-                              f"in grade order); this task has {self.folder.num_classes} classes"
-                              + (", several labels per image" if self.folder.multi_label else "") + " (drop --ordinal)")
-        if config.class_weight == "balanced" and self.folder.multi_label:
-            raise ConfigError("class_weight: 'balanced' weighs one label per image; a multi-label task takes none "
-                              "(drop --class-weight)")
         self.class_weights = (balanced_class_weights(self.folder.counts("train"))
                               if config.class_weight == "balanced" else None)
-        self.loader = dict(image_size=self.parts.image_size, batch_size=config.batch_size, binary=self.folder.binary,
-                           resize=config.resize)
+        self.loader = dict(image_size=self.spec, batch_size=config.batch_size, binary=self.folder.binary)
         val_items = self.folder.splits.get("val") or []
         self.val_ds = make_dataset(val_items, **self.loader) if val_items else None
         if config.bn_stats == "adapt":
@@ -167,9 +157,8 @@ class RecipeRun(PhaseInputs):
             soft_labels=config.mixup > 0, optimizer=config.optimizer, seed=config.seed,
             monitor="val_loss" if self.val_ds is not None else "loss", rows=list(state.get("rows", [])),
             seeded_model=self.parts.model, strategy=strategy, clipnorm=config.clipnorm, jit=config.jit,
-            # model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras #20585)
-            loop="trainer" if config.strategy == "multiworker" else config.loop,
-            callbacks=list(callbacks), verbose=verbose, store=self.store, multi_label=self.folder.multi_label,
+            loop=recipe.loop, callbacks=list(callbacks), verbose=verbose, store=self.store,
+            multi_label=self.folder.multi_label,
         )
         self.unfreeze_epoch: int | None = None
         self.ordinal = None
@@ -188,26 +177,6 @@ class RecipeRun(PhaseInputs):
         self.notes.append(f"BatchNormalization statistics re-estimated on the {len(items)} training images (AdaBN): "
                           f"the moving means moved by {shift:.2f} ImageNet standard deviations on average, the "
                           f"variances scaled by {ratio:.2f} (geometric mean)")
-
-    def _resolve_recipe(self, config: TrainConfig, train_paths: list[str], small: bool) -> None:
-        """Choose what the config leaves open, from the data; write each choice back as a plain value."""
-        unfreeze_given = any(v is not None for v in (config.unfreeze_from, config.unfreeze_blocks,
-                                                     config.unfreeze_fraction))
-        if small and not unfreeze_given and config.tune_lr is None:
-            config.unfreeze_fraction, config.tune_lr = 1.0, config.lr
-            self.notes.append(f"images far smaller than the backbone's input: the whole network is fine-tuned at lr "
-                              f"{config.tune_lr:g} (its features were learned at another scale; at this size it is cheap)")
-        if config.cache_variants is None:
-            config.cache_variants = 0 if config.augment == "none" else DEFAULT_COPIES
-            if config.cache_variants:
-                self.notes.append(f"{config.cache_variants} augmented copies per image cached: phase 1 trains on "
-                                  "them too, so phase 2 meets no new input distribution (bench/results/unfreeze_shock.md)")
-        if config.tune_lr is None:
-            gray = grayscale_fraction(train_paths) >= 0.9
-            config.tune_lr = config.lr / (10 if gray else 100)
-            self.notes.append(f"phase-2 learning rate {config.tune_lr:g}: " + (
-                "grayscale images, far from ImageNet's photos: the unfrozen block must move further (lr/10)"
-                if gray else "colour photos, close to ImageNet: lr/100, as the Keras transfer-learning guide"))
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -273,7 +242,7 @@ class RecipeRun(PhaseInputs):
             self.timings.setdefault(name, 0.0)
         return FineTuneResult(self.parts.model, self.parts, self.folder, self.config, self.rows,
                               self.unfreeze_epoch, self.unfrozen_layers, self.timings, self.kept_earlier,
-                              self.policy.describe(), self.notes, self.ordinal)
+                              self.policy.describe(), self.notes, self.ordinal, self.spec, self.recipe)
 
     # -- inputs of a phase ---------------------------------------------------------
 
@@ -307,14 +276,7 @@ class RecipeRun(PhaseInputs):
 
 
 def _strategy(name: str):
-    import tensorflow as tf
-
-    if name in ("none", "auto"):
-        gpus = tf.config.list_logical_devices("GPU")
-        if name == "auto" and len(gpus) > 1:
-            return tf.distribute.MirroredStrategy()
-        return tf.distribute.get_strategy()
-    from .distribute import make_strategy
+    from .distribute import make_strategy  # the one place that turns a strategy name into a strategy
 
     return make_strategy(name)
 

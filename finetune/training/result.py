@@ -12,6 +12,14 @@ from ..data import ImageFolder
 from ..models import ModelParts
 
 
+def predict_with_spec(model: keras.Model, spec, x: Any, *, batch_size: int = 32):
+    """``model``'s probabilities on ``x`` after ``spec`` (:meth:`~finetune.data.spec.ImageSpec.prepare`) fitted it."""
+    images = spec.prepare(x)
+    if not len(images):
+        return model.predict(images, verbose=0)
+    return model.predict(images, batch_size=batch_size, verbose=0)
+
+
 @dataclass
 class FineTuneResult:
     """What :func:`fine_tune` returns.
@@ -29,6 +37,8 @@ class FineTuneResult:
         ordinal: The :class:`~finetune.training.ordinal.OrdinalRule` fitted on val under ``ordinal=True``, else ``None``.
         timings: Seconds spent scanning, caching features, and in each phase.
         kept_phase1: True when phase 2 did not beat phase 1 and its weights were restored.
+        spec: The :class:`~finetune.data.spec.ImageSpec`: how raw images became the model's input.
+        recipe: The resolved :class:`~finetune.training.resolve.Recipe` the run followed.
     """
 
     model: keras.Model
@@ -43,6 +53,14 @@ class FineTuneResult:
     unfreeze_policy: str = ""
     notes: list[str] = field(default_factory=list)
     ordinal: Any = None  # the OrdinalRule fitted on val (``--ordinal``), else None
+    spec: Any = None
+    recipe: Any = None
+
+    def predict(self, x: Any, *, batch_size: int = 32):
+        """Probabilities for images as training took them: arrays of any size ((N, H, W[, C]) or one image, 0-255),
+        paths, or a ``tf.data.Dataset`` of images; each fitted by :attr:`spec` (``model`` itself takes
+        ``spec.size``-square RGB batches in [0, 255])."""
+        return predict_with_spec(self.model, self.spec, x, batch_size=batch_size)
 
     @property
     def class_names(self) -> list[str]:

@@ -17,14 +17,15 @@ from keras import ops
 from keras.optimizers.schedules import CosineDecay, ExponentialDecay, LearningRateSchedule
 
 from ..choices import SCHEDULES
+from ..errors import ConfigError
 from ..util import suggest
 
 __all__ = ["SCHEDULES", "make_schedule", "ConstantLR", "PowerLR", "PiecewiseLR", "OneCycleLR"]
 
 
-def _unknown_name(kind: str, name: str, known: Sequence[str]) -> ValueError:
+def _unknown_name(kind: str, name: str, known: Sequence[str]) -> ConfigError:
     hint = suggest(name, known)
-    return ValueError(f"Unknown {kind} {name!r}.{hint} Known: {', '.join(known)}.")
+    return ConfigError(f"Unknown {kind} {name!r}.{hint} Known: {', '.join(known)}.")
 
 
 def _step(step: Any) -> Any:
@@ -73,7 +74,7 @@ class PiecewiseLR(LearningRateSchedule):
 
     def __init__(self, boundaries: Sequence[float], values: Sequence[float], steps_per_epoch: int):
         if len(values) != len(boundaries) + 1:
-            raise ValueError(f"piecewise needs len(values) == len(boundaries) + 1, "
+            raise ConfigError(f"piecewise needs len(values) == len(boundaries) + 1, "
                              f"got {len(values)} values and {len(boundaries)} boundaries.")
         self.boundaries = [float(b) for b in boundaries]
         self.values = [float(v) for v in values]
@@ -179,7 +180,7 @@ def make_schedule(
     - ``exponential``: ``lr0 * 0.1 ** (epoch / s)``, ``epoch = step / steps_per_epoch``;
       ``s`` in epochs [``epochs``: lr0/10 at the end]. A Keras ``ExponentialDecay``.
     - ``piecewise``: ``boundaries`` in epochs (required), ``values``
-      [``lr0 * 0.1 ** i``].
+      [``lr0 * factors[i]``], ``factors`` [``0.1 ** i``].
     - ``plateau``: ``factor`` [0.5], ``patience`` [5], ``monitor`` ["val_loss"], ...
     - ``1cycle``: Smith's linear 1cycle to max lr ``lr0``; ``phase`` [0.45],
       ``start_div`` [10], ``final_div`` [1000]. See :class:`OneCycleLR`.
@@ -204,7 +205,8 @@ def make_schedule(
                                 steps_per_epoch=steps_per_epoch, **params)
         if key == "piecewise":
             boundaries = params.pop("boundaries")
-            values = params.pop("values", [learning_rate * 0.1**i for i in range(len(boundaries) + 1)])
+            factors = params.pop("factors", [0.1**i for i in range(len(boundaries) + 1)])
+            values = params.pop("values", [learning_rate * f for f in factors])
             return PiecewiseLR(boundaries, values, steps_per_epoch=steps_per_epoch, **params)
         if key == "plateau":
             kwargs = {"monitor": "val_loss", "factor": 0.5, "patience": 5, **params}
@@ -218,7 +220,7 @@ def make_schedule(
             return _warmup_cosine(learning_rate, total_steps=total_steps,
                                   warmup_steps=warmup, **params)
     except TypeError as err:  # an unexpected keyword
-        raise ValueError(f"Bad parameters for schedule {name!r}: {err}") from None
+        raise ConfigError(f"Bad parameters for schedule {name!r}: {err}") from None
     except KeyError as err:
-        raise ValueError(f"Schedule {name!r} needs parameter {err}.") from None
+        raise ConfigError(f"Schedule {name!r} needs parameter {err}.") from None
     raise _unknown_name("schedule", name, SCHEDULES)

@@ -51,9 +51,16 @@ def test_the_pipeline_and_predict_fit_images_alike(tmp_path):
         np.testing.assert_array_equal(batch[0][0].numpy(), load_images([str(path)], 64, policy)[0])
 
 
-def test_unknown_policy_is_refused():
-    with pytest.raises(ValueError, match="resize must be one of"):
+def test_unknown_policy_is_refused_by_both_backends():
+    import tensorflow as tf
+
+    from finetune.data.native import fit_tensor
+    from finetune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="resize: must be one of"):
         fit_to(Image.new("RGB", (4, 4)), (2, 2), "stretch")
+    with pytest.raises(ConfigError, match="resize: must be one of"):
+        fit_tensor(tf.zeros((4, 4, 3), tf.uint8), 2, "stretch")
 
 
 def test_old_run_folders_load_as_squash(tmp_path):
@@ -66,9 +73,9 @@ def test_old_run_folders_load_as_squash(tmp_path):
     keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Flatten(), keras.layers.Dense(2)]).save(run / "model.keras")
     (run / "config.yaml").write_text("backbone: tiny_cnn\nimage_size: 8\n")  # a 0.1 config: no resize key
     (run / "labels.txt").write_text("a\nb\n")
-    assert load_run(run)[1].resize == "squash"
+    assert load_run(run).spec.resize == "squash"
     (run / "config.yaml").write_text("backbone: tiny_cnn\nimage_size: 8\nresize: pad\n")
-    assert load_run(run)[1].resize == "pad"
+    assert load_run(run).spec.resize == "pad"
 
 
 def test_imagenet_names_the_original_non_square_photos():

@@ -1,5 +1,6 @@
 """Feature taps: earlier stages pooled beside the top, through every path a run's model takes."""
 
+from finetune.data.spec import ImageSpec
 import keras
 import numpy as np
 import pytest
@@ -60,8 +61,8 @@ def test_a_tapped_model_saves_loads_and_explains(image_folder, tmp_path):
 
 def test_taps_change_the_feature_cache_key_and_only_when_on():
     parts = build_model("tiny_cnn", 3, weights=None, image_size=32)
-    plain = FeatureCache.for_run(fine_tune_config(), parts).identity
-    tapped = FeatureCache.for_run(fine_tune_config(feature_taps=1), parts).identity
+    plain = FeatureCache.for_run(fine_tune_config(), parts, ImageSpec(32)).identity
+    tapped = FeatureCache.for_run(fine_tune_config(feature_taps=1), parts, ImageSpec(32)).identity
     assert "feature_taps" not in plain and tapped["feature_taps"] == 1
 
 

@@ -42,7 +42,7 @@ def test_adapt_changes_the_features_and_their_cache_key(tmp_path):
     before = [layer.moving_mean.numpy() for layer in batchnorm_layers(plain.parts.base)]
     after = [layer.moving_mean.numpy() for layer in batchnorm_layers(adapted.parts.base)]
     assert before and any(not np.allclose(a, b) for a, b in zip(before, after))
-    keys = {FeatureCache.for_run(r.config, r.parts).identity.get("bn_stats") for r in (plain, adapted)}
+    keys = {FeatureCache.for_run(r.config, r.parts, r.spec).identity.get("bn_stats") for r in (plain, adapted)}
     assert None in keys and len(keys) == 2
     assert TrainConfig.from_dict(adapted.config.to_dict()).bn_stats == "adapt"
     with pytest.raises(Exception, match="bn_stats"):

@@ -7,6 +7,7 @@ import numpy as np
 
 from conftest import TINY_RUN
 from finetune import build_model, fine_tune, scan_folder
+from finetune.data.spec import ImageSpec
 from finetune.training.features import FeatureCache
 
 
@@ -38,15 +39,15 @@ def test_disk_cache_is_reused_and_invalidated_by_a_changed_file(image_folder, tm
     folder = scan_folder(image_folder)
     items = folder.splits["train"]
     loader = dict(image_size=32, batch_size=8, binary=False)
-    first = FeatureCache.for_run(Cfg, parts)
+    first = FeatureCache.for_run(Cfg, parts, ImageSpec(32))
     a = first.get_or_compute(items, loader, parts)
-    second = FeatureCache.for_run(Cfg, parts)
+    second = FeatureCache.for_run(Cfg, parts, ImageSpec(32))
     b = second.get_or_compute(items, loader, parts)
     assert second.hits == 1 and np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
 
     path = items[0][0]
     os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))  # the file changed
-    third = FeatureCache.for_run(Cfg, parts)
+    third = FeatureCache.for_run(Cfg, parts, ImageSpec(32))
     third.get_or_compute(items, loader, parts)
     assert third.hits == 0
 
@@ -58,6 +59,6 @@ def test_random_weights_are_never_cached_on_disk(image_folder, tmp_path, monkeyp
         weights, pooling, augment, seed = "none", "avg", "none", 0
 
     parts = build_model("tiny_cnn", 3, weights=None, image_size=32, augment="none")
-    cache = FeatureCache.for_run(Cfg, parts)
+    cache = FeatureCache.for_run(Cfg, parts, ImageSpec(32))
     cache.get_or_compute(scan_folder(image_folder).splits["train"], dict(image_size=32, batch_size=8, binary=False), parts)
     assert cache.directory is None and not (tmp_path / "cache").exists()

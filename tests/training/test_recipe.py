@@ -68,7 +68,8 @@ def test_run_folder_and_plain_keras_reload(image_folder, tmp_path):
         [sys.executable, "-c", "import sys, keras; m = keras.models.load_model(sys.argv[1]); print(m.output_shape)",
          str(run_dir / "model.keras")], capture_output=True, text=True, timeout=120)
     assert plain.returncode == 0 and "(None, 3)" in plain.stdout, plain.stderr[-1500:]
-    model, cfg, names = load_run(run_dir)
+    run = load_run(run_dir)
+    model, cfg, names = run.model, run.config, run.classes
     assert names == ["class_a", "class_b", "class_c"] and cfg.image_size == 32
     assert TrainConfig.load(run_dir / "config.yaml") == result.config
     run2, *_ = train(config, verbose=0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import keras
 import numpy as np
 
 from ...cache import cache_root, check_h5, evict, sha256_of, touch, usable_or_removed
+from ...errors import ConfigError
 from ...util import atomic_write
 
 from .pth import load_state_dict
@@ -97,8 +99,8 @@ VARIANTS = {
 }
 
 
-class MissingWeightsPackageError(ImportError):
-    """The pip package that ships a variant's ImageNet weights is not installed."""
+class MissingWeightsPackageError(ConfigError, ImportError):
+    """The pip package that ships a variant's ImageNet weights is not installed (a ConfigError and an ImportError)."""
 
 
 def round_filters(filters: int, width: float, divisor: int = 8) -> int:
@@ -270,7 +272,10 @@ def _resolve(variant: LiteVariant, weights: str | os.PathLike | None) -> str | N
     if weights == "imagenet":
         return str(convert_pth(source_pth(variant), variant))
     if str(weights).endswith(".pth"):
-        return str(convert_pth(weights, variant))
+        try:
+            return str(convert_pth(weights, variant))
+        except (ValueError, pickle.UnpicklingError) as err:  # not a torch file, unsafe, or another variant's weights
+            raise ConfigError(f"weights {str(weights)!r}: {err}") from err
     return str(weights)
 
 

@@ -21,6 +21,7 @@ from typing import Callable, Mapping
 
 import keras
 
+from ...errors import ConfigError, UnknownBackboneError
 from ...util import suggest
 
 #: How raw RGB pixels in [0, 255] are mapped to what the backbone expects.
@@ -29,10 +30,6 @@ from ...util import suggest
 #: ``torch``: scaled to [0, 1] then ImageNet mean/std;
 #: ``none``: the network does its own scaling (EfficientNet, EfficientNetV2, MobileNetV3).
 PREPROCESSING_MODES = ("caffe", "tf", "torch", "none")
-
-
-class UnknownBackboneError(ValueError):
-    """Raised for a backbone name that is not registered."""
 
 
 @dataclass(frozen=True)
@@ -74,9 +71,9 @@ class Backbone:
 
     def __post_init__(self) -> None:
         if self.preprocessing not in PREPROCESSING_MODES:
-            raise ValueError(f"preprocessing must be one of {PREPROCESSING_MODES}, got {self.preprocessing!r}")
+            raise ConfigError(f"preprocessing must be one of {PREPROCESSING_MODES}, got {self.preprocessing!r}")
         if not self.unfreeze_points:
-            raise ValueError(f"backbone {self.name!r} needs at least one unfreeze point")
+            raise ConfigError(f"backbone {self.name!r} needs at least one unfreeze point")
 
     @property
     def default_unfreeze(self) -> str:

@@ -1,0 +1,187 @@
+"""A trained run read back as one value: :class:`Run`, from :func:`load_run`.
+
+Every command that opens a run folder (evaluate, predict, explain, serve, export,
+ensemble) goes through :func:`load_run`: the model, the input spec, the resolved
+recipe, the classes, the decision (kept phase, thresholds, ordinal rule) and the
+splits are read here, once, from the files training wrote. Folders written by
+older versions (no ``spec.json``, ``recipe.json`` or ``splits.csv``) keep loading:
+their spec comes from ``config.yaml`` and their splits from a fresh scan.
+
+Example:
+    >>> run = load_run("runs/flowers/")                      # doctest: +SKIP
+    >>> run.predict(["rose.jpg"]).argmax(-1)                   # doctest: +SKIP
+    >>> run.classes, run.spec.size, run.decision.kept_phase    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import TrainConfig
+from .data.spec import ImageSpec
+from .errors import RunError
+
+SPLITS_FILE = "splits.csv"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How a run turns probabilities into classes.
+
+    Attributes:
+        kept_phase: ``"head"`` or ``"tune"``: whose weights the model holds (``None``: not recorded).
+        thresholds: Per-label thresholds of a multi-label run (``None`` otherwise).
+        ordinal: The :class:`~finetune.training.ordinal.OrdinalRule` of an ``--ordinal`` run (``None`` otherwise).
+    """
+
+    kept_phase: str | None = None
+    thresholds: list[float] | None = None
+    ordinal: Any = None
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder, loaded: what training left behind.
+
+    Attributes:
+        path: The folder.
+        model: The plain ``keras.Model`` (``spec.size``-square RGB [0, 255] in, probabilities out).
+        spec: How raw images become its input (:class:`~finetune.data.spec.ImageSpec`).
+        config: The run's configuration.
+        classes: Class (or label) names, in the model's output order.
+        decision: Kept phase, thresholds and ordinal rule.
+        recipe: The resolved :class:`~finetune.training.resolve.Recipe` (``None`` for older folders).
+    """
+
+    path: Path
+    model: Any
+    spec: ImageSpec
+    config: TrainConfig
+    classes: list[str]
+    decision: Decision
+    recipe: Any = None
+
+    @property
+    def multi_label(self) -> bool:
+        return self.decision.thresholds is not None or _is_multi_label(self.model)
+
+    def predict(self, x: Any, *, batch_size: int = 32):
+        """Probabilities for images as training took them: arrays of any size, paths or a ``tf.data.Dataset``."""
+        from .training.result import predict_with_spec
+
+        return predict_with_spec(self.model, self.spec, x, batch_size=batch_size)
+
+    def splits(self) -> dict[str, list]:
+        """``{split: [(path, label), ...]}`` as training drew them: ``splits.csv``, or a fresh scan for older runs.
+
+        Raises:
+            RunError: the images are gone (e.g. arrays written to a cache that was cleared since).
+        """
+        file = self.path / SPLITS_FILE
+        if not file.exists():
+            from .data import as_image_folder
+
+            return as_image_folder(self.config.data, **self.config.split_args()).splits
+        return read_splits(file, self.classes, multi_label=self.multi_label)
+
+    def held_out(self) -> list:
+        """The test split, else the validation split: what the run is scored on."""
+        splits = self.splits()
+        return splits.get("test") or splits.get("val") or []
+
+
+def load_run(run_dir: str | os.PathLike, *, safe_mode: bool = True) -> Run:
+    """The :class:`Run` in a folder written by ``finetune train`` (or ``finetune ensemble``)."""
+    import keras
+
+    from .training.ordinal import OrdinalRule
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run folder {str(run_dir)!r} does not exist; pass a folder written by `finetune train`")
+    missing = [f for f in ("model.keras", "config.yaml", "labels.txt") if not (run_dir / f).exists()]
+    if missing:
+        raise RunError(f"run folder {str(run_dir)!r} lacks {', '.join(missing)}; was the training interrupted?")
+    config = TrainConfig.load(run_dir / "config.yaml")
+    if "resize:" not in (run_dir / "config.yaml").read_text(encoding="utf-8"):
+        config.resize = "squash"  # written before resize policies: its model was trained on squashed images
+    model = keras.models.load_model(run_dir / "model.keras", safe_mode=safe_mode)
+    classes = (run_dir / "labels.txt").read_text(encoding="utf-8").splitlines()
+    recipe = None
+    if (run_dir / "recipe.json").exists():
+        from .training.resolve import Recipe
+
+        recipe = Recipe.load(run_dir / "recipe.json")
+    spec = _spec_of(run_dir, config, model)
+    thresholds = _json(run_dir / "thresholds.json", "thresholds")
+    if thresholds is None and _is_multi_label(model):
+        thresholds = [0.5] * len(classes)  # a multi-label model saved without a validation split
+    ordinal = OrdinalRule.load(run_dir / "ordinal.json") if (run_dir / "ordinal.json").exists() else None
+    decision = Decision(_json(run_dir / "metrics.json", "kept_phase"), thresholds, ordinal)
+    return Run(run_dir, model, spec, config, classes, decision, recipe)
+
+
+def _spec_of(run_dir: Path, config: TrainConfig, model) -> ImageSpec:
+    if (run_dir / "spec.json").exists():
+        try:
+            return ImageSpec.from_dict(json.loads((run_dir / "spec.json").read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as err:
+            raise RunError(f"{run_dir / 'spec.json'}: not a readable input spec ({err})") from None
+    size = config.image_size or int(model.inputs[0].shape[1])
+    return ImageSpec(size, config.resize)
+
+
+def _json(path: Path, key: str):
+    return json.loads(path.read_text(encoding="utf-8")).get(key) if path.exists() else None
+
+
+def _is_multi_label(model) -> bool:
+    from .models import is_multi_label
+
+    return is_multi_label(model)
+
+
+def write_splits(path: str | os.PathLike, splits: dict[str, list], classes: list[str]) -> None:
+    """``splits.csv``: one row per example (``source``: its file, ``label``: names ``;``-joined, ``split``)."""
+    from .util import atomic_text
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["source", "label", "split"])
+    for split, items in splits.items():
+        for source, label in items:
+            names = [c for c, on in zip(classes, label) if on] if isinstance(label, (tuple, list)) else [classes[label]]
+            writer.writerow([os.path.abspath(source), ";".join(names), split])
+    atomic_text(Path(path), buf.getvalue())
+
+
+def read_splits(path: str | os.PathLike, classes: list[str], *, multi_label: bool = False) -> dict[str, list]:
+    """The splits :func:`write_splits` wrote, as ``{split: [(path, label), ...]}``.
+
+    Raises:
+        RunError: a row names an unknown class, or its file is gone.
+    """
+    index = {c: i for i, c in enumerate(classes)}
+    splits: dict[str, list] = {}
+    gone = []
+    with open(path, newline="", encoding="utf-8") as file:
+        for row in csv.DictReader(file):
+            names = [n for n in row["label"].split(";") if n] if multi_label else [row["label"]]
+            unknown = [n for n in names if n not in index]
+            if unknown:
+                raise RunError(f"{path}: label {unknown[0]!r} of {row['source']} is not one of the run's classes")
+            label = tuple(int(c in names) for c in classes) if multi_label else index[names[0]]
+            if not os.path.exists(row["source"]):
+                gone.append(row["source"])
+            splits.setdefault(row["split"], []).append((row["source"], label))
+    if gone:
+        raise RunError(f"{len(gone)} of the run's images are gone (first: {gone[0]}); arrays given in Python were "
+                       "written to finetune's cache dir, which may have been cleared. Evaluate on the data itself "
+                       "(`finetune evaluate RUN --data DIR`, or `run.predict(x)` in Python)")
+    return splits

@@ -1,0 +1,200 @@
+"""Every decision of a run, made once, by one pure function, before any network is built.
+
+:func:`gather_facts` reads what the decisions depend on (the scan's classes and
+balance, the images' typical size and colour, the backbone); :func:`resolve` turns
+a config and those facts into a frozen :class:`Recipe`: the input size and spec,
+the phase-2 learning rate and unfreeze point, the cached copies, the inputs of
+phase 2, the training loop, and a note for every choice made on the user's behalf.
+The recipe is saved in the run (``recipe.json``), printed by ``finetune train
+--dry-run``, and replayed by ``--resume``.
+
+Example:
+    >>> from finetune.config import TrainConfig
+    >>> from finetune.models import get_backbone
+    >>> facts = Facts(get_backbone("efficientnet_lite0"), num_classes=4, train_counts=(700, 200, 80, 230),
+    ...               typical_size=300, grayscale_fraction=1.0)
+    >>> recipe = resolve(TrainConfig(data="cells/"), facts)
+    >>> recipe.config.image_size, recipe.config.tune_lr, recipe.config.cache_variants, recipe.spec.resize
+    (224, 0.0001, 2, 'crop')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import TrainConfig
+from ..data.spec import ImageSpec
+from ..errors import ConfigError, RunError
+
+#: Augmented copies cached per image when augmentation is on and the config leaves it open.
+DEFAULT_COPIES = 2
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What a run's decisions depend on, read from the data and the backbone (see :func:`gather_facts`).
+
+    Args:
+        backbone: The :class:`~finetune.models.backbones.Backbone` (or the one ``--from`` a saved model makes).
+        num_classes: Classes (labels, for a multi-label task).
+        train_counts: Training examples per class.
+        multi_label: Several labels per example.
+        typical_size: Median shorter side of the training images, in pixels (``None``: unknown).
+        grayscale_fraction: Share of the training images that are grayscale.
+        has_val: Whether there is a validation split.
+        data_root: Where the data lives (for arrays and datasets: the folder of their PNG files).
+    """
+
+    backbone: Any
+    num_classes: int
+    train_counts: tuple[int, ...] = ()
+    multi_label: bool = False
+    typical_size: int | None = None
+    grayscale_fraction: float = 0.0
+    has_val: bool = True
+    data_root: str = ""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The fully resolved recipe of a run: every field of the config decided, the input spec and the notes.
+
+    Immutable: :attr:`config` hands out a fresh :class:`~finetune.config.TrainConfig` each time.
+    """
+
+    values: tuple[tuple[str, Any], ...]
+    spec: ImageSpec
+    loop: str
+    unfreeze: str
+    notes: tuple[str, ...] = ()
+
+    @property
+    def config(self) -> TrainConfig:
+        """The resolved configuration (a new copy: changing it changes nothing here)."""
+        return TrainConfig(**{k: list(v) if isinstance(v, tuple) else v for k, v in self.values})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": 1, "config": self.config.to_dict(), "spec": self.spec.to_dict(), "loop": self.loop,
+                "unfreeze": self.unfreeze, "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Recipe":
+        return cls(_frozen(TrainConfig.from_dict(values["config"])), ImageSpec.from_dict(values["spec"]),
+                   values["loop"], values["unfreeze"], tuple(values.get("notes", ())))
+
+    def save(self, path: str | Path) -> Path:
+        from ..util import atomic_text
+
+        atomic_text(Path(path), json.dumps(self.to_dict(), indent=2))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Recipe":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise RunError(f"{path}: not a readable recipe ({err}); start a new run instead") from None
+
+    def describe(self) -> str:
+        """The recipe as ``--dry-run`` prints it: the decisions, then why."""
+        c, unfreeze = self.config, self.unfreeze
+        lines = [
+            f"data           {c.data}",
+            f"backbone       {c.from_model or c.backbone} ({c.weights} weights)",
+            f"input          {self.spec.size}x{self.spec.size} RGB 0-255, resize {self.spec.resize}",
+            f"split          val {c.val_split:g}, test {c.test_split:g}, seed {c.resolved_split_seed}",
+            f"phase 1        {c.head_epochs} epochs at lr {c.lr:g}, {c.optimizer}, {c.schedule}"
+            + (" on cached features" if c.cache_features else " on live images")
+            + (f" (+{c.cache_variants} augmented copies, {c.augment})" if c.cache_variants else ""),
+            f"phase 2        {c.tune_epochs} epochs at lr {c.tune_lr:g}, unfreeze {unfreeze}, on {c.resolved_tune_inputs}",
+            f"head           {c.pooling} pooling, hidden {c.hidden or 'none'}, dropout {c.dropout:g}",
+            f"loop           {self.loop}, batch {c.batch_size}, patience {c.patience}",
+        ]
+        return "\n".join(lines + [f"chosen         {n}" for n in self.notes])
+
+
+def _frozen(config: TrainConfig) -> tuple[tuple[str, Any], ...]:
+    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in config.to_dict().items())
+
+
+def resolve(config: TrainConfig, facts: Facts) -> Recipe:
+    """Decide what ``config`` leaves open, from ``facts``; raise :class:`ConfigError` for what the data rules out.
+
+    Pure: reads its arguments, changes neither, and returns the same recipe for the same inputs.
+    """
+    from ..models.build import check_image_size, input_size_for, is_small
+
+    decided, notes = config.to_dict(), []
+    backbone, from_model = facts.backbone, bool(config.from_model)
+    _check_against_data(config, facts)
+    if not decided["data"]:
+        decided["data"] = facts.data_root
+    if decided["image_size"] is None:
+        if from_model:
+            decided["image_size"] = backbone.input_size
+        else:
+            decided["image_size"], why = input_size_for(backbone, facts.typical_size)
+            notes.append(why)
+    decided["image_size"] = check_image_size(backbone, decided["image_size"])
+    unfreeze_given = any(decided[k] is not None for k in ("unfreeze_from", "unfreeze_blocks", "unfreeze_fraction"))
+    if not from_model and is_small(backbone, facts.typical_size) and not unfreeze_given and config.tune_lr is None:
+        decided["unfreeze_fraction"], decided["tune_lr"] = 1.0, config.lr
+        unfreeze_given = True
+        notes.append(f"images far smaller than the backbone's input: the whole network is fine-tuned at lr "
+                     f"{config.lr:g} (its features were learned at another scale; at this size it is cheap)")
+    if decided["cache_variants"] is None:
+        decided["cache_variants"] = 0 if config.augment == "none" else DEFAULT_COPIES
+        if decided["cache_variants"]:
+            notes.append(f"{decided['cache_variants']} augmented copies per image cached: phase 1 trains on them "
+                         "too, so phase 2 meets no new input distribution (bench/results/unfreeze_shock.md)")
+    if decided["tune_lr"] is None:
+        gray = facts.grayscale_fraction >= 0.9
+        decided["tune_lr"] = config.lr / (10 if gray else 100)
+        notes.append(f"phase-2 learning rate {decided['tune_lr']:g}: " + (
+            "grayscale images, far from ImageNet's photos: the unfrozen block must move further (lr/10)"
+            if gray else "colour photos, close to ImageNet: lr/100, as the Keras transfer-learning guide"))
+    decided["split_seed"] = config.resolved_split_seed
+    resolved = TrainConfig(**decided)
+    decided["tune_inputs"] = resolved.resolved_tune_inputs
+    # model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras #20585)
+    loop = "trainer" if config.strategy == "multiworker" else config.loop
+    spec = ImageSpec(decided["image_size"], config.resize, normalization=backbone.preprocessing)
+    unfreeze = (f"last {decided['unfreeze_blocks']} blocks" if decided["unfreeze_blocks"] else
+                f"top {decided['unfreeze_fraction']:.0%} of the layers" if decided["unfreeze_fraction"] else
+                f"from {decided['unfreeze_from'] or backbone.default_unfreeze}")
+    return Recipe(_frozen(TrainConfig(**decided)), spec, loop, unfreeze, tuple(notes))
+
+
+def _check_against_data(config: TrainConfig, facts: Facts) -> None:
+    """The config errors only the data can reveal (class count, labels per example)."""
+    if config.decision == "balanced" and facts.multi_label:
+        raise ConfigError("decision: 'balanced' corrects one-label class priors; a multi-label run has per-label "
+                          "thresholds chosen on val instead (drop --decision)")
+    if config.ordinal and (facts.multi_label or facts.num_classes < 3):
+        raise ConfigError("ordinal: needs one label per image and at least 3 ordered classes (class folders sort "
+                          f"in grade order); this task has {facts.num_classes} classes"
+                          + (", several labels per image" if facts.multi_label else "") + " (drop --ordinal)")
+    if config.class_weight == "balanced" and facts.multi_label:
+        raise ConfigError("class_weight: 'balanced' weighs one label per image; a multi-label task takes none "
+                          "(drop --class-weight)")
+
+
+def gather_facts(config: TrainConfig, folder) -> Facts:
+    """Read the :class:`Facts` of ``config`` on the scanned ``folder`` (image headers and a sample of pixels)."""
+    from ..data import grayscale_fraction, typical_size
+    from ..models import backbone_from_model, get_backbone
+
+    backbone = backbone_from_model(config.from_model, config.drop_top) if config.from_model else \
+        get_backbone(config.backbone)
+    paths = [p for p, _ in folder.splits["train"]]
+    return Facts(backbone, folder.num_classes, tuple(folder.counts("train")), folder.multi_label,
+                 typical_size(paths), grayscale_fraction(paths), bool(folder.splits.get("val")), str(folder.root))
+
+
+def replace_config(recipe: Recipe, **changes: Any) -> Recipe:
+    """``recipe`` with config fields changed (for tests and tools that vary one decision)."""
+    return dataclasses.replace(recipe, values=_frozen(dataclasses.replace(recipe.config, **changes)))
