@@ -121,7 +121,13 @@ def load_run(run_dir: str | os.PathLike, *, safe_mode: bool = True) -> Run:
     thresholds = _json(run_dir / "thresholds.json", "thresholds")
     if thresholds is None and _is_multi_label(model):
         thresholds = [0.5] * len(classes)  # a multi-label model saved without a validation split
-    ordinal = OrdinalRule.load(run_dir / "ordinal.json") if (run_dir / "ordinal.json").exists() else None
+    ordinal = None
+    if (run_dir / "ordinal.json").exists():
+        try:
+            ordinal = OrdinalRule.load(run_dir / "ordinal.json")
+        except (ValueError, KeyError, TypeError) as err:
+            raise RunError(f"{run_dir / 'ordinal.json'}: not a readable ordinal rule ({err!r}); retrain the run "
+                           "or remove the file to decide by argmax") from None
     decision = Decision(_json(run_dir / "metrics.json", "kept_phase"), thresholds, ordinal)
     return Run(run_dir, model, spec, config, classes, decision, recipe)
 

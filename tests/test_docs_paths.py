@@ -87,7 +87,7 @@ def test_every_documented_finetune_path_resolves():
 
 def test_the_scan_finds_paths_and_sees_through_the_old_ones(monkeypatch):
     found = {dotted for _, dotted, _ in documented_paths()}
-    assert len(found) > 20 and "finetune.evaluation.metrics.classification_metrics" in found
+    assert len(found) > 20 and any(p.startswith("finetune.evaluation.") for p in found), found
     assert resolves("finetune.training.loop.Trainer") and resolves("finetune.data") and resolves("finetune.fine_tune")
     assert not resolves("finetune.evaluation.metrics.no_such_function")
     loop = importlib.import_module("finetune.training.loop")

@@ -45,6 +45,8 @@ def lr_find_command(data_dir, backbone, weights, image_size, resize, optimizer, 
     loader = dict(image_size=recipe.spec, batch_size=config.batch_size, binary=folder.binary)
     x, y = FeatureCache.for_run(config, parts, recipe.spec).get_or_compute(folder.splits["train"], loader, parts,
                                                                            verbose=1)[:2]
+    if folder.binary:
+        y = y.reshape(-1, 1)  # one sigmoid: targets shaped like its output
     result = lr_find(parts.classifier, (x, y), loss=loss_for(folder.num_classes, folder.multi_label),
                      optimizer=optimizer, steps=steps, batch_size=config.batch_size)
     result.plot(plot_path)

@@ -45,7 +45,7 @@ def test_resolve_decides_from_the_facts():
     assert colour.cache_variants == 2 and resolve(dataclasses.replace(config, augment="none"), _facts()).config.cache_variants == 0
     small = resolve(config, _facts(typical_size=8))  # under half the input: the whole network at lr
     assert small.config.unfreeze_fraction == 1.0 and small.config.tune_lr == config.lr
-    assert small.spec.size == 16 and any("far smaller" in n for n in small.notes)
+    assert small.spec.size == 32 and any("far smaller" in n for n in small.notes)
 
 
 @pytest.mark.parametrize("changes, facts, message", [
@@ -178,8 +178,9 @@ def test_static_config_errors_fail_before_tensorflow_starts(image_folder, args, 
 
 
 def test_piecewise_with_its_parameters_trains(image_folder, tmp_path):
-    result = fine_tune(str(image_folder), TrainConfig(**TINY_RUN, head_epochs=2, tune_epochs=0, schedule="piecewise",
-                                                      schedule_boundaries=[1.0], schedule_values=[1.0, 0.1]), verbose=0)
+    config = TrainConfig(**{**TINY_RUN, "schedule": "piecewise"}, head_epochs=2, tune_epochs=0,
+                         schedule_boundaries=[1.0], schedule_values=[1.0, 0.1])
+    result = fine_tune(str(image_folder), config, verbose=0)
     assert len(result.history) == 2
 
 
