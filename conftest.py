@@ -82,7 +82,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
 @pytest.fixture(autouse=True)
 def _doctest_cache(tmp_path_factory, monkeypatch):
-    """Doctests too write finetune's cache (e.g. ``from_arrays``' PNGs) under pytest's basetemp, as tests/ does."""
+    """finetune's cache under pytest's basetemp for doctests too (``from_arrays`` writes PNGs), as tests/ has it."""
     monkeypatch.setenv("FINETUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
 
 

@@ -37,7 +37,7 @@ _PUBLIC = {
     "augmentation": "finetune.data.augment",
     "classification_metrics": "finetune.evaluation",
     "mc_predict": "finetune.evaluation.uncertainty",
-    "Backbone": "finetune.models", "HeadConfig": "finetune.models", "ModelParts": "finetune.models",
+    "Backbone": "finetune.models", "HeadConfig": "finetune.config", "ModelParts": "finetune.models",
     "UnfreezePolicy": "finetune.models", "build_classifier": "finetune.models", "build_model": "finetune.models",
     "freeze": "finetune.models", "get_backbone": "finetune.models", "list_backbones": "finetune.models",
     "register": "finetune.models", "reuse": "finetune.models",

@@ -3,6 +3,7 @@
 import io
 import os
 import shutil
+import tempfile
 import threading
 from pathlib import Path
 
@@ -78,9 +79,17 @@ def test_binding_beyond_loopback_warns():
     assert "anyone who can reach this machine" in exposure_warning("0.0.0.0")
 
 
+@pytest.fixture
+def browser_tmp():
+    """Chromium's TMPDIR: it leaves its singleton socket folder there after quit(). A short path (not tmp_path):
+    the socket's path must fit in 107 bytes."""
+    with tempfile.TemporaryDirectory(prefix="chromium-") as folder:
+        yield folder
+
+
 @pytest.mark.skipif(not (CHROMEDRIVER and CHROMIUM),
                     reason="no headless browser: `apt-get install chromium chromium-driver` (.ci/run installs them)")
-def test_the_page_in_headless_chromium(served_run, tmp_path):
+def test_the_page_in_headless_chromium(served_run, tmp_path, browser_tmp):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -101,7 +110,8 @@ def test_the_page_in_headless_chromium(served_run, tmp_path):
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--window-size=1100,800"):
         options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    service = Service(executable_path=CHROMEDRIVER, env={**os.environ, "TMPDIR": browser_tmp})
+    browser = webdriver.Chrome(service=service, options=options)
     try:
         browser.get(f"http://localhost:{server.server_port}/")
         WebDriverWait(browser, 30).until(lambda b: "class_a" in b.find_element(By.ID, "about").text)
