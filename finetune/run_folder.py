@@ -87,7 +87,7 @@ class Run:
             from .data import as_image_folder
 
             return as_image_folder(self.config.data, **self.config.split_args()).splits
-        return read_splits(file, self.classes, multi_label=self.multi_label)
+        return read_splits(file, self.classes, multi_label=self.multi_label, kind=self.spec.kind)
 
     def held_out(self) -> list:
         """The test split, else the validation split: what the run is scored on."""
@@ -110,14 +110,18 @@ def load_run(run_dir: str | os.PathLike, *, safe_mode: bool = True) -> Run:
     config = TrainConfig.load(run_dir / "config.yaml")
     if "resize:" not in (run_dir / "config.yaml").read_text(encoding="utf-8"):
         config.resize = "squash"  # written before resize policies: its model was trained on squashed images
+    spec = _spec_of(run_dir, config)
+    if spec is not None and spec.kind == "text":
+        import keras_hub  # noqa: F401  (registers the encoder's layers for loading)
     model = keras.models.load_model(run_dir / "model.keras", safe_mode=safe_mode)
+    if spec is None:
+        spec = ImageSpec(config.image_size or int(model.inputs[0].shape[1]), config.resize)
     classes = (run_dir / "labels.txt").read_text(encoding="utf-8").splitlines()
     recipe = None
     if (run_dir / "recipe.json").exists():
         from .training.resolve import Recipe
 
         recipe = Recipe.load(run_dir / "recipe.json")
-    spec = _spec_of(run_dir, config, model)
     thresholds = _json(run_dir / "thresholds.json", "thresholds")
     if thresholds is None and _is_multi_label(model):
         thresholds = [0.5] * len(classes)  # a multi-label model saved without a validation split
@@ -132,14 +136,17 @@ def load_run(run_dir: str | os.PathLike, *, safe_mode: bool = True) -> Run:
     return Run(run_dir, model, spec, config, classes, decision, recipe)
 
 
-def _spec_of(run_dir: Path, config: TrainConfig, model) -> ImageSpec:
+def _spec_of(run_dir: Path, config: TrainConfig):
+    """The saved input spec; for folders written before ``spec.json``, one made from ``config.yaml`` (its size, when
+    the config lacks one, is read from the model once loaded)."""
     if (run_dir / "spec.json").exists():
+        from .training.resolve import spec_from_dict
+
         try:
-            return ImageSpec.from_dict(json.loads((run_dir / "spec.json").read_text(encoding="utf-8")))
+            return spec_from_dict(json.loads((run_dir / "spec.json").read_text(encoding="utf-8")))
         except (ValueError, TypeError) as err:
             raise RunError(f"{run_dir / 'spec.json'}: not a readable input spec ({err})") from None
-    size = config.image_size or int(model.inputs[0].shape[1])
-    return ImageSpec(size, config.resize)
+    return ImageSpec(config.image_size, config.resize) if config.image_size else None
 
 
 def _json(path: Path, key: str):
@@ -152,8 +159,9 @@ def _is_multi_label(model) -> bool:
     return is_multi_label(model)
 
 
-def write_splits(path: str | os.PathLike, splits: dict[str, list], classes: list[str]) -> None:
-    """``splits.csv``: one row per example (``source``: its file, ``label``: names ``;``-joined, ``split``)."""
+def write_splits(path: str | os.PathLike, splits: dict[str, list], classes: list[str], kind: str = "image") -> None:
+    """``splits.csv``: one row per example (``source``: its file, or the text itself; ``label``: names
+    ``;``-joined; ``split``)."""
     from .util import atomic_text
     import io
 
@@ -163,11 +171,12 @@ def write_splits(path: str | os.PathLike, splits: dict[str, list], classes: list
     for split, items in splits.items():
         for source, label in items:
             names = [c for c, on in zip(classes, label) if on] if isinstance(label, (tuple, list)) else [classes[label]]
-            writer.writerow([os.path.abspath(source), ";".join(names), split])
+            writer.writerow([os.path.abspath(source) if kind == "image" else source, ";".join(names), split])
     atomic_text(Path(path), buf.getvalue())
 
 
-def read_splits(path: str | os.PathLike, classes: list[str], *, multi_label: bool = False) -> dict[str, list]:
+def read_splits(path: str | os.PathLike, classes: list[str], *, multi_label: bool = False,
+                kind: str = "image") -> dict[str, list]:
     """The splits :func:`write_splits` wrote, as ``{split: [(path, label), ...]}``.
 
     Raises:
@@ -183,7 +192,7 @@ def read_splits(path: str | os.PathLike, classes: list[str], *, multi_label: boo
             if unknown:
                 raise RunError(f"{path}: label {unknown[0]!r} of {row['source']} is not one of the run's classes")
             label = tuple(int(c in names) for c in classes) if multi_label else index[names[0]]
-            if not os.path.exists(row["source"]):
+            if kind == "image" and not os.path.exists(row["source"]):
                 gone.append(row["source"])
             splits.setdefault(row["split"], []).append((row["source"], label))
     if gone:

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from .config import TrainConfig
-from .data import as_image_folder, make_dataset
+from .data import as_image_folder, make_dataset, make_inputs
 from .errors import RunError
 from .evaluation.diagnostics import plot_worst_mistakes, top_losses
 from .evaluation.metrics import choose_thresholds, classification_metrics, multilabel_metrics
@@ -84,7 +84,8 @@ def val_thresholds(model: keras.Model, items, class_names, image_size, batch_siz
 
 def _probabilities(model: keras.Model, items, class_names, image_size, batch_size: int, resize: str | None):
     """``(probs, labels)`` of ``model`` on ``[(path, label), ...]``, decoded by the spec (or size and ``resize``)."""
-    ds = make_dataset(items, image_size, batch_size=batch_size, binary=len(class_names) == 2, cache=None, resize=resize)
+    kwargs = {"resize": resize} if resize is not None else {}
+    ds = make_inputs(items, image_size, batch_size=batch_size, binary=len(class_names) == 2, cache=None, **kwargs)
     return probabilities(model, ds)
 
 
@@ -144,7 +145,8 @@ def save_run(result: FineTuneResult, run_dir: str | Path, metrics: dict[str, Any
     cfg = result.config
     summary = {
         "data": f"`{cfg.data}`: {result.folder.summary()}",
-        "backbone": f"{cfg.backbone} ({cfg.weights} weights) at {cfg.image_size}px",
+        "backbone": f"{cfg.backbone} ({cfg.weights} weights) at "
+        + (f"{result.spec.size}px" if result.spec.kind == "image" else f"{result.spec.size} tokens"),
         "head": f"{cfg.pooling} pooling" + (f" of the top and {cfg.feature_taps} earlier stages" if cfg.feature_taps else "")
         + f", hidden {cfg.hidden or 'none'}, dropout {cfg.dropout}",
         "phase 1 (frozen base)": f"{sum(r['phase'] == 'head' for r in result.history)} epochs at lr {cfg.lr:g}"
@@ -209,7 +211,7 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
     if resume is None:
         recipe.save(run_dir / "recipe.json")
         atomic_text(run_dir / "spec.json", json.dumps(recipe.spec.to_dict(), indent=2))
-        write_splits(run_dir / SPLITS_FILE, folder.splits, folder.class_names)
+        write_splits(run_dir / SPLITS_FILE, folder.splits, folder.class_names, folder.kind)
     trackers = tracking_callbacks(run_dir, tensorboard=config.tensorboard, mlflow_uri=config.mlflow,
                                   params=config.to_dict()) if (config.tensorboard or config.mlflow) else []
     try:
@@ -238,7 +240,9 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
                              thresholds=thresholds, ordinal=result.ordinal) if test_items else None
     if metrics is not None:
         metrics["split"] = "test" if result.folder.splits.get("test") else "val"
-    if metrics is not None and not result.folder.multi_label:
+    if metrics is not None and spec.kind == "text":
+        _text_baseline_note(result, test_items)
+    if metrics is not None and not result.folder.multi_label and spec.kind == "image":
         worst = top_losses(result.model, test_items, result.class_names, spec.size, k=16, resize=spec.resize)
         images, heatmaps = _heatmaps(result, worst)
         plot_worst_mistakes(worst, run_dir / "worst.png", heatmaps=heatmaps, images=images)
@@ -247,6 +251,25 @@ def train(config: TrainConfig, *, overwrite: bool = False, verbose: int = 1, cal
     save_run(result, run_dir, metrics)
     shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
     return run_dir, result, metrics
+
+
+def _text_baseline_note(result: FineTuneResult, test_items) -> None:
+    """What a bag-of-words model scores on the same split: the line every text report carries, so the user sees
+    what fine-tuning bought (skipped, with a note, when scikit-learn is missing)."""
+    try:
+        from .evaluation.text_baseline import tfidf_baseline
+    except ImportError:
+        return
+    train = result.folder.splits["train"] + (result.folder.splits.get("val") or [])
+    if result.folder.multi_label:
+        return
+    try:
+        baseline = tfidf_baseline([t for t, _ in train], [y for _, y in train], [t for t, _ in test_items],
+                                  [y for _, y in test_items], seed=result.config.seed)
+    except Exception as err:  # noqa: BLE001 - the baseline is a yardstick; it never fails a finished run
+        result.notes.append(f"bag-of-words baseline not computed: {err}")
+        return
+    result.notes.append(baseline.describe())
 
 
 def _default_name(config: TrainConfig) -> str:

@@ -40,7 +40,7 @@ def evaluate(run_dir, data_dir, tta, unsafe):
         click.echo(f"exact match: {metrics['accuracy']:.2%} on {metrics['n']} images (label accuracy "
                    f"{metrics['label_accuracy']:.2%}, micro F1 {metrics['micro_f1']:.3f}, macro F1 {metrics['macro_f1']:.3f})")
     else:
-        click.echo(f"accuracy: {metrics['accuracy']:.2%} on {metrics['n']} images "
+        click.echo(f"accuracy: {metrics['accuracy']:.2%} on {metrics['n']} {_examples(run)} "
                    f"(balanced {metrics['balanced_accuracy']:.2%}, macro F1 {metrics['macro_f1']:.3f})")
     from ..evaluation.report import metrics_table
 
@@ -64,9 +64,12 @@ def evaluate(run_dir, data_dir, tta, unsafe):
               help="Average this many MC-dropout passes; report the std of each probability and the predictive entropy.")
 @click.option("--tta", is_flag=True, help="Average predictions over flips and crops (test-time augmentation; for "
               "--augment flips runs, the 4 flips).")
+@click.option("--text", "texts", multiple=True, help="A text run: classify this text (repeatable).")
 @click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs code stored in the model).")
-def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
-    """Top-k classes for images: `predict RUN_DIR IMAGE_OR_FOLDER...` or `predict --imagenet IMAGE...`."""
+def predict(args, top_k, csv_path, imagenet, mc_samples, tta, texts, unsafe):
+    """Top-k classes for images: `predict RUN_DIR IMAGE_OR_FOLDER...` or `predict --imagenet IMAGE...`; for a text
+    run, `predict RUN_DIR [TEXTS.txt|TEXTS.csv]... [--text "..."]` (a .txt holds one text per line, a .csv a
+    `text` column)."""
     _start_tensorflow()
     import numpy as np
 
@@ -83,10 +86,14 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
         fit = dict(resize="crop", crop_fraction=0.875, bicubic=True)  # the reference (timm) eval transform
         paths = args
     else:
-        if len(args) < 2:
+        if len(args) < 2 and not texts:
             raise click.UsageError("give RUN_DIR and at least one image or folder (or --imagenet IMAGE...)")
         run_dir, paths = args[0], args[1:]
         run = _load(run_dir, unsafe)
+        if run.spec.kind == "text":
+            return _predict_texts(run, paths, texts, top_k, csv_path)
+        if texts:
+            raise click.UsageError(f"--text: {run_dir} is an image run; give image files")
         model, config, class_names = run.model, run.config, run.classes
         image_size, fit = run.spec.size, run.spec.fit_options
     thresholds = None if imagenet else run.decision.thresholds
@@ -161,6 +168,52 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, unsafe):
         sys.exit(1)
 
 
+def _predict_texts(run, paths, texts, top_k, csv_path):
+    """Top-k classes for texts from files (.txt: one per line; .csv: a `text` column) and --text options."""
+    import numpy as np
+
+    from ..evaluation.metrics import labels_over
+
+    rows = [(f"--text {i + 1}", t) for i, t in enumerate(texts)]
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise FileNotFoundError(f"text file {str(path)!r} does not exist")
+        body = path.read_bytes().decode("utf-8", errors="replace")
+        if path.suffix.lower() == ".csv":
+            found = list(csv.DictReader(body.lstrip("\ufeff").splitlines()))
+            if found and "text" not in {k.strip().lower() for k in found[0]}:
+                raise click.UsageError(f"{path}: a CSV of texts needs a `text` column")
+            rows += [(f"{path}:{i + 2}", {k.strip().lower(): v for k, v in r.items()}["text"]) for i, r in enumerate(found)]
+        else:
+            rows += [(f"{path}:{i + 1}", line) for i, line in enumerate(body.splitlines()) if line.strip()]
+    if not rows:
+        raise click.UsageError("no texts: give a .txt or .csv file, or --text")
+    probs = run.predict([t for _, t in rows])
+    names, k = run.classes, min(top_k, len(run.classes))
+    if probs.shape[-1] == 1 and len(names) == 2:  # one sigmoid: P(second class)
+        probs = np.concatenate([1 - probs, probs], axis=-1)
+    header = ["source", "text"] + [h for i in range(1, k + 1) for h in (f"class_{i}", f"prob_{i}")]
+    table = []
+    for (source, text), p in zip(rows, probs):
+        if run.decision.thresholds is not None:
+            table.append([source, text, ";".join(labels_over(p, names, run.decision.thresholds))])
+            continue
+        order = np.argsort(-p)[:k]
+        table.append([source, text] + [v for i in order for v in (names[i], f"{p[i]:.4f}")])
+    if csv_path:
+        with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(header if run.decision.thresholds is None else ["source", "text", "labels"])
+            writer.writerows(table)
+        click.echo(f"wrote {len(table)} predictions to {csv_path}")
+        return
+    for row in table:
+        shown = ", ".join(f"{row[i]} {float(row[i + 1]):.1%}" for i in range(2, len(row) - 1, 2)) if len(row) > 3 \
+            else f"labels {row[2] or '(none)'}"
+        snippet = row[1] if len(row[1]) <= 60 else row[1][:57] + "..."
+        click.echo(f"{row[0]}: {shown}  ({snippet!r})")
+
+
 @main.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="tflite", show_default=True,
@@ -198,3 +251,7 @@ def explain(run_dir, images, out_dir, class_name, unsafe):
         found = grad_cam(model, image[None], None if class_name is None else class_names.index(class_name))[0]
         written = save_overlay(image, found, out / f"{Path(path).stem}.gradcam.png", class_names)
         click.echo(f"{path}: {class_names[found.class_index]} {found.probability:.1%} -> {written}")
+
+
+def _examples(run) -> str:
+    return "texts" if run.spec.kind == "text" else "images"

@@ -60,6 +60,7 @@ class ImageFolder:
         skipped: Files that could not be used, with reasons.
         presplit: Whether the folder came already split into train/val[/test].
         multi_label: Whether an image may carry several labels (a CSV with several in a cell).
+        kind: ``"image"`` (sources are files) or ``"text"`` (sources are the texts themselves).
     """
 
     root: str
@@ -68,6 +69,7 @@ class ImageFolder:
     skipped: list[Skipped] = field(default_factory=list)
     presplit: bool = False
     multi_label: bool = False
+    kind: str = "image"
 
     @property
     def num_classes(self) -> int:
@@ -90,7 +92,7 @@ class ImageFolder:
 
     def summary(self) -> str:
         parts = [f"{len(v)} {k}" for k, v in self.splits.items() if v]
-        kind = "labels, several per image" if self.multi_label else "classes"
+        kind = f"labels, several per {self.kind}" if self.multi_label else "classes"
         text = f"{self.num_classes} {kind} ({', '.join(self.class_names)}); " + ", ".join(parts)
         if self.skipped:
             text += f"; {len(self.skipped)} file(s) skipped"

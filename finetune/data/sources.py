@@ -231,12 +231,27 @@ def as_image_folder(data: Any, *, val_split: float = 0.1, test_split: float = 0.
     if isinstance(data, ImageFolder):
         return data
     if isinstance(data, (str, os.PathLike)):
+        from .text_sources import from_text_csv, from_text_folder, is_text_csv, is_text_folder
+
         if str(data).lower().endswith(".csv"):
-            return from_csv(data, **split)
-        return scan_folder(data, **split)
+            return from_text_csv(data, **split) if is_text_csv(data) else from_csv(data, **split)
+        return from_text_folder(data, **split) if is_text_folder(data) else scan_folder(data, **split)
     if isinstance(data, (tuple, list)) and len(data) == 2:
+        if _are_texts(data[0]):
+            from .text_sources import from_texts
+
+            return from_texts(*data, validation_data=validation_data, **split)
         return from_arrays(*data, validation_data=validation_data, **split)
     if hasattr(data, "as_numpy_iterator"):
         return from_dataset(data, validation_data=validation_data, **split)
-    raise DataError(f"data of type {type(data).__name__}: give a folder, a .csv file, (x, y) arrays or a "
-                    "tf.data.Dataset of (image, label)")
+    raise DataError(f"data of type {type(data).__name__}: give a folder, a .csv file, (x, y) arrays, (texts, labels) "
+                    "or a tf.data.Dataset of (image, label)")
+
+
+def _are_texts(x: Any) -> bool:
+    """Whether ``x`` (a list, NumPy or pandas column) holds strings rather than pixels."""
+    if hasattr(x, "to_numpy"):
+        x = x.to_numpy()
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind in "OUS" and x.ndim == 1
+    return isinstance(x, (list, tuple)) and bool(x) and isinstance(x[0], (str, bytes))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import keras
 
@@ -25,6 +26,7 @@ class ModelParts:
     augment: keras.Sequential | None
     backbone: Backbone
     image_size: int
+    features: Any = None  # text models: inputs -> pooled features of the frozen base (images pool the base's map)
 
 
 def build_model(

@@ -25,7 +25,7 @@ import numpy as np
 import keras
 
 from ..cache import cache_root, check_npy, evict, sha256_of, touch, usable_or_removed
-from ..data import make_dataset
+from ..data import make_inputs
 from ..util import atomic_text, atomic_write
 
 MMAP_BYTES = 1 << 30  # arrays above 1 GiB are memory-mapped from the cache file
@@ -69,6 +69,8 @@ def extract_features(parts, dataset, *, augmented: bool = False, verbose: int = 
 
     @tf.function(reduce_retracing=True)
     def features(images):
+        if parts.features is not None:  # text: the frozen encoder, pooled over the padding mask
+            return [parts.features(images)]
         x = aug(images, training=True) if (augmented and aug is not None) else images
         x = prep(x) if prep is not None else x
         if split is not None:
@@ -122,9 +124,13 @@ class FeatureCache:
     def key(self, items: Sequence[tuple[str, int]], split: str, variant: int, weighted: bool, *,
             cut: str | None = None, dtype: str = "float32") -> str:
         files = []
-        for path, label in items:
-            stat = os.stat(path)
-            files.append((os.path.abspath(path), stat.st_size, stat.st_mtime_ns, label))
+        texts = self.identity["input"].get("kind") == "text"
+        for source, label in items:
+            if texts:  # the source is the text itself
+                files.append((hashlib.sha256(source.encode("utf-8")).hexdigest(), label))
+                continue
+            stat = os.stat(source)
+            files.append((os.path.abspath(source), stat.st_size, stat.st_mtime_ns, label))
         payload = {**self.identity, "split": split, "variant": variant, "weighted": weighted, "files": files}
         if cut is not None:  # activations at an unfreeze point (pooling plays no part); absent: old keys stay valid
             payload.update({"cut": cut, "dtype": dtype})
@@ -146,7 +152,7 @@ class FeatureCache:
         if cached is not None:
             self.hits += 1
             return cached
-        dataset = make_dataset(items, cache=None, **loader)
+        dataset = make_inputs(items, cache=None, **loader)
         arrays = extract_features(parts, dataset, augmented=variant > 0, verbose=verbose, split=cut, dtype=dtype,
                                   seed=self.identity["seed"], variant=variant)
         self._store(key, arrays)

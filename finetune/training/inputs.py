@@ -15,7 +15,7 @@ import warnings
 import keras
 import numpy as np
 
-from ..data import concat_epochs, make_dataset
+from ..data import concat_epochs, make_inputs
 from .features import FeatureCache
 from .phase import Phase, PhaseData
 
@@ -133,7 +133,7 @@ class PhaseInputs:
     def _image_data(self, first: int, last: int) -> PhaseData:
         items, config = self.folder.splits["train"], self.config
         epochs = None if self.context.loop == "trainer" else (first, last)  # the Trainer runs a dataset per epoch
-        train = make_dataset(items, shuffle=True, seed=config.seed, class_weights=self.class_weights,
+        train = make_inputs(items, shuffle=True, seed=config.seed, class_weights=self.class_weights,
                              epochs=epochs, **self.loader)
         return PhaseData(train, self.val_ds, math.ceil(len(items) / config.batch_size))
 

@@ -24,14 +24,14 @@ import keras
 import numpy as np
 
 from ..config import ConfigError, TrainConfig
-from ..data import as_image_folder, balanced_class_weights, make_dataset
+from ..data import as_image_folder, balanced_class_weights, make_inputs
 from ..models import (
     Backbone, UnfreezePolicy, backbone_from_model, build_model, freeze, get_backbone, loss_for, metrics_for,
 )
 from .checkpoint import RunCheckpoint
 from .inputs import PhaseInputs
 from .phase import FitContext, Phase, fit_phase
-from .resolve import DEFAULT_COPIES, Recipe, gather_facts, resolve  # noqa: F401  (DEFAULT_COPIES: old import path)
+from .resolve import DEFAULT_COPIES, Recipe, gather_facts, lookup_backbone, resolve  # noqa: F401  (DEFAULT_COPIES: old import path)
 from .result import FineTuneResult
 
 
@@ -126,21 +126,27 @@ class RecipeRun(PhaseInputs):
             keras.mixed_precision.set_global_policy("mixed_float16")
         strategy = _strategy(config.strategy)
         if backbone is None:
-            backbone = backbone_from_model(config.from_model, config.drop_top) if config.from_model else \
-                get_backbone(config.backbone)
+            backbone = lookup_backbone(config, self.spec.kind)
         self.notes: list[str] = list(recipe.notes)  # what the run chose on its own, for the report
         with strategy.scope():
-            self.parts = build_model(backbone, self.folder.num_classes, weights=config.weights,
-                                     image_size=self.spec.size, head=config.head_config(),
-                                     augment=config.augment, seed=config.seed, multi_label=self.folder.multi_label,
-                                     feature_taps=config.feature_taps)
+            if self.spec.kind == "text":
+                from ..models.text_backbones import build_text_model
+
+                self.parts = build_text_model(backbone, self.folder.num_classes, self.spec.size,
+                                              weights=config.weights, head=config.head_config(),
+                                              multi_label=self.folder.multi_label)
+            else:
+                self.parts = build_model(backbone, self.folder.num_classes, weights=config.weights,
+                                         image_size=self.spec.size, head=config.head_config(),
+                                         augment=config.augment, seed=config.seed,
+                                         multi_label=self.folder.multi_label, feature_taps=config.feature_taps)
         self.policy = _unfreeze_policy(config, self.parts.backbone)
         self.policy.start_index(self.parts.base)  # fail on a bad unfreeze point before any training
         self.class_weights = (balanced_class_weights(self.folder.counts("train"))
                               if config.class_weight == "balanced" else None)
         self.loader = dict(image_size=self.spec, batch_size=config.batch_size, binary=self.folder.binary)
         val_items = self.folder.splits.get("val") or []
-        self.val_ds = make_dataset(val_items, **self.loader) if val_items else None
+        self.val_ds = make_inputs(val_items, **self.loader) if val_items else None
         if config.bn_stats == "adapt":
             self._adapt_batchnorm()
 
@@ -172,7 +178,7 @@ class RecipeRun(PhaseInputs):
 
         items, parts = self.folder.splits["train"], self.parts
         prepare = parts.preprocess if parts.preprocess is not None else (lambda x: x)
-        batches = (prepare(x) for x, *_ in make_dataset(items, **self.loader))
+        batches = (prepare(x) for x, *_ in make_inputs(items, **self.loader))
         shift, ratio = adapt_batchnorm(parts.base, batches)
         self.notes.append(f"BatchNormalization statistics re-estimated on the {len(items)} training images (AdaBN): "
                           f"the moving means moved by {shift:.2f} ImageNet standard deviations on average, the "
@@ -191,6 +197,10 @@ class RecipeRun(PhaseInputs):
         first_epoch = len(done_before)
         if phase.trains == "unfrozen":
             self.unfrozen_layers = self.policy.apply(parts.base)
+            for name in getattr(parts.backbone, "unused_layers", ()):  # outside the model's path: nothing to train
+                if name in self.unfrozen_layers:
+                    parts.base.get_layer(name).trainable = False
+                    self.unfrozen_layers.remove(name)
             self.unfreeze_epoch = first_epoch + 1
         if phase.name not in self.completed:
             before = parts.model.get_weights() if phase.keep == "if_better" else None

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+
+import numpy as np
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,8 @@ class Facts:
         grayscale_fraction: Share of the training images that are grayscale.
         has_val: Whether there is a validation split.
         data_root: Where the data lives (for arrays and datasets: the folder of their PNG files).
+        kind: ``"image"`` or ``"text"``: what the examples are.
+        token_lengths: For texts: ``(p50, p90, p95, p99, max)`` tokens per training text, before any cut.
     """
 
     backbone: Any
@@ -57,6 +61,8 @@ class Facts:
     grayscale_fraction: float = 0.0
     has_val: bool = True
     data_root: str = ""
+    kind: str = "image"
+    token_lengths: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,7 @@ class Recipe:
     """
 
     values: tuple[tuple[str, Any], ...]
-    spec: ImageSpec
+    spec: Any
     loop: str
     unfreeze: str
     notes: tuple[str, ...] = ()
@@ -83,7 +89,7 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Recipe":
-        return cls(_frozen(TrainConfig.from_dict(values["config"])), ImageSpec.from_dict(values["spec"]),
+        return cls(_frozen(TrainConfig.from_dict(values["config"])), spec_from_dict(values["spec"]),
                    values["loop"], values["unfreeze"], tuple(values.get("notes", ())))
 
     def save(self, path: str | Path) -> Path:
@@ -105,16 +111,28 @@ class Recipe:
         lines = [
             f"data           {c.data}",
             f"backbone       {c.from_model or c.backbone} ({c.weights} weights)",
-            f"input          {self.spec.size}x{self.spec.size} RGB 0-255, resize {self.spec.resize}",
+            (f"input          {self.spec.size}x{self.spec.size} RGB 0-255, resize {self.spec.resize}"
+             if self.spec.kind == "image" else
+             f"input          texts, {self.spec.sequence_length} tokens ({self.spec.tokenizer}'s tokenizer)"),
             f"split          val {c.val_split:g}, test {c.test_split:g}, seed {c.resolved_split_seed}",
             f"phase 1        {c.head_epochs} epochs at lr {c.lr:g}, {c.optimizer}, {c.schedule}"
-            + (" on cached features" if c.cache_features else " on live images")
+            + (" on cached features" if c.cache_features else " on live inputs")
             + (f" (+{c.cache_variants} augmented copies, {c.augment})" if c.cache_variants else ""),
-            f"phase 2        {c.tune_epochs} epochs at lr {c.tune_lr:g}, unfreeze {unfreeze}, on {c.resolved_tune_inputs}",
+            f"phase 2        {c.tune_epochs} epochs at lr {c.tune_lr:g}, unfreeze {unfreeze}, on "
+            + ("cached activations" if c.resolved_tune_inputs == "activations" else "live inputs"),
             f"head           {c.pooling} pooling, hidden {c.hidden or 'none'}, dropout {c.dropout:g}",
             f"loop           {self.loop}, batch {c.batch_size}, patience {c.patience}",
         ]
         return "\n".join(lines + [f"chosen         {n}" for n in self.notes])
+
+
+def spec_from_dict(values: dict[str, Any]):
+    """An :class:`~finetune.data.spec.ImageSpec` or :class:`~finetune.data.text.TextSpec`, by its ``kind``."""
+    if values.get("kind") == "text":
+        from ..data.text import TextSpec
+
+        return TextSpec.from_dict(values)
+    return ImageSpec.from_dict(values)
 
 
 def _frozen(config: TrainConfig) -> tuple[tuple[str, Any], ...]:
@@ -128,6 +146,8 @@ def resolve(config: TrainConfig, facts: Facts) -> Recipe:
     """
     from ..models.build import check_image_size, input_size_for, is_small
 
+    if facts.kind == "text":
+        return _resolve_text(config, facts)
     decided, notes = config.to_dict(), []
     backbone, from_model = facts.backbone, bool(config.from_model)
     _check_against_data(config, facts)
@@ -169,6 +189,58 @@ def resolve(config: TrainConfig, facts: Facts) -> Recipe:
     return Recipe(_frozen(TrainConfig(**decided)), spec, loop, unfreeze, tuple(notes))
 
 
+#: Text: the phase-2 learning rate when the config leaves it open (BERT fine-tuning's usual 2e-5 to 5e-5).
+TEXT_TUNE_LR = 5e-5
+
+
+def _resolve_text(config: TrainConfig, facts: Facts) -> Recipe:
+    from ..data.text import TextSpec
+
+    defaults = TrainConfig()
+    image_only = [key for key in ("image_size", "from_model", "resize", "bn_stats", "feature_taps", "mixup")
+                  if getattr(config, key) != getattr(defaults, key)]
+    if config.augment not in (defaults.augment, "none"):
+        image_only.append("augment")
+    if image_only:
+        raise ConfigError(f"{', '.join(image_only)}: image option(s) given to a text task; drop "
+                          + " ".join(f"--{k.replace('_', '-')}" for k in image_only))
+    _check_against_data(config, facts)
+    backbone, notes = facts.backbone, []
+    decided = config.to_dict()
+    if not decided["data"]:
+        decided["data"] = facts.data_root
+    if backbone.name != config.backbone:
+        notes.append(f"text data: backbone {backbone.name} ({backbone.family}), the offline default for text")
+    decided.update(backbone=backbone.name, augment="none", cache_variants=0, tune_inputs="images")
+    limit = min(backbone.max_length or 512, 512)
+    if config.sequence_length is None:
+        p50, p90, p95, p99, longest = facts.token_lengths or (128,) * 5
+        length = int(min(limit, max(32, -(-p95 // 32) * 32)))
+        cut = f"; texts longer are cut (head)" if longest > length else ""
+        trained = f", {backbone.trained_length} in its sentence-transformers training" if backbone.trained_length else ""
+        notes.append(f"sequence length {length} tokens: the 95th percentile of the training texts (median {p50}, "
+                     f"longest {longest}), rounded up to 32, at most the checkpoint's {limit} positions{trained}{cut}")
+    else:
+        length = config.sequence_length
+        if length > limit:
+            raise ConfigError(f"sequence_length: {length} is over {backbone.name}'s {limit} positions")
+    decided["sequence_length"] = length
+    given = [k for k in ("unfreeze_from", "unfreeze_blocks", "unfreeze_fraction") if decided[k] is not None]
+    if not given:
+        decided["unfreeze_blocks"] = 2
+    if decided["tune_lr"] is None:
+        decided["tune_lr"] = TEXT_TUNE_LR
+        notes.append(f"phase-2 learning rate {TEXT_TUNE_LR:g}: the usual rate for fine-tuning BERT-family encoders")
+    notes.append("phase 2 trains live on token batches (the activation cache covers image bases only, so far)")
+    decided["split_seed"] = config.resolved_split_seed
+    spec = TextSpec(tokenizer=backbone.name, sequence_length=length)
+    unfreeze = (f"last {decided['unfreeze_blocks']} transformer layers" if decided["unfreeze_blocks"] else
+                f"top {decided['unfreeze_fraction']:.0%} of the layers" if decided["unfreeze_fraction"] else
+                f"from {decided['unfreeze_from']}")
+    loop = "trainer" if config.strategy == "multiworker" else config.loop
+    return Recipe(_frozen(TrainConfig(**decided)), spec, loop, unfreeze, tuple(notes))
+
+
 def _check_against_data(config: TrainConfig, facts: Facts) -> None:
     """The config errors only the data can reveal (class count, labels per example)."""
     if config.decision == "balanced" and facts.multi_label:
@@ -184,15 +256,51 @@ def _check_against_data(config: TrainConfig, facts: Facts) -> None:
 
 
 def gather_facts(config: TrainConfig, folder) -> Facts:
-    """Read the :class:`Facts` of ``config`` on the scanned ``folder`` (image headers and a sample of pixels)."""
+    """Read the :class:`Facts` of ``config`` on the scanned ``folder`` (image headers and a sample of pixels, or
+    the texts' token lengths)."""
     from ..data import grayscale_fraction, typical_size
-    from ..models import backbone_from_model, get_backbone
 
-    backbone = backbone_from_model(config.from_model, config.drop_top) if config.from_model else \
-        get_backbone(config.backbone)
+    backbone = lookup_backbone(config, folder.kind)
+    common = dict(num_classes=folder.num_classes, train_counts=tuple(folder.counts("train")),
+                  multi_label=folder.multi_label, has_val=bool(folder.splits.get("val")), data_root=str(folder.root))
+    if folder.kind == "text":
+        from ..data.text import TextSpec
+
+        texts = [t for t, _ in folder.splits["train"]]
+        lengths = TextSpec(tokenizer=backbone.name).token_lengths(texts)
+        summary = tuple(int(v) for v in np.percentile(lengths, [50, 90, 95, 99, 100]).round())
+        return Facts(backbone, kind="text", token_lengths=summary, **common)
     paths = [p for p, _ in folder.splits["train"]]
-    return Facts(backbone, folder.num_classes, tuple(folder.counts("train")), folder.multi_label,
-                 typical_size(paths), grayscale_fraction(paths), bool(folder.splits.get("val")), str(folder.root))
+    return Facts(backbone, typical_size=typical_size(paths), grayscale_fraction=grayscale_fraction(paths), **common)
+
+
+def lookup_backbone(config: TrainConfig, kind: str = "image"):
+    """The backbone object ``config`` names for data of ``kind`` (for text, the offline text default when the config
+    names the image default).
+
+    Raises:
+        ConfigError: a text encoder for images, or an image backbone for texts.
+    """
+    if kind == "text":
+        from ..models.text_backbones import DEFAULT_TEXT_BACKBONE, get_text_backbone, is_text_backbone
+
+        if config.from_model:
+            raise ConfigError("from_model: reusing a saved image model is for images; drop --from for a text task")
+        if is_text_backbone(config.backbone):
+            return get_text_backbone(config.backbone)
+        if config.backbone == TrainConfig().backbone:
+            return get_text_backbone(DEFAULT_TEXT_BACKBONE)
+        raise ConfigError(f"backbone: {config.backbone!r} is an image network and the data is text; use "
+                          f"--backbone {DEFAULT_TEXT_BACKBONE} or leave --backbone out")
+    from ..models import backbone_from_model, get_backbone
+    from ..models.text_backbones import is_text_backbone
+
+    if config.from_model:
+        return backbone_from_model(config.from_model, config.drop_top)
+    if is_text_backbone(config.backbone):
+        raise ConfigError(f"backbone: {config.backbone!r} is a text encoder and the data is images; pick an image "
+                          "backbone (`finetune backbones`)")
+    return get_backbone(config.backbone)
 
 
 def replace_config(recipe: Recipe, **changes: Any) -> Recipe:

