@@ -1,0 +1,126 @@
+"""Text runs through the same seams as images: readers, the input spec, the recipe, the run folder, predict."""
+
+import csv
+import warnings
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from finetune import TrainConfig, fine_tune, load_run, train
+from finetune.cli import main
+from finetune.data import as_image_folder
+from finetune.data.text import TextSpec
+from finetune.errors import ConfigError, DataError
+from tiny_text import make_tiny_bert, reviews
+
+RUN = dict(weights="imagenet", head_epochs=12, tune_epochs=2, batch_size=8, lr=0.05)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    return str(make_tiny_bert(tmp_path_factory.mktemp("tiny_bert")))
+
+
+def _csv(path, rows, header=("text", "label")):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def test_text_csv_skips_empty_texts_and_counts_bad_bytes(tmp_path):
+    texts, labels = reviews(20)
+    path = _csv(tmp_path / "r.csv", [*zip(texts, labels), ("  ", "great")])
+    with open(path, "ab") as f:
+        f.write(b"caf\xe9 was bad,other\n")  # latin-1, not UTF-8
+    with pytest.warns(UserWarning, match="1 byte sequence"):
+        data = as_image_folder(str(path), val_split=0.2, test_split=0)
+    assert data.kind == "text" and data.class_names == ["great", "other"]
+    assert [s.reason for s in data.skipped] == ["empty text"] and "r.csv:22" in data.skipped[0].path
+    assert sum(len(v) for v in data.splits.values()) == 21
+    assert any("\ufffd" in t for t, _ in data.splits["train"] + data.splits["val"])
+
+
+def test_text_folder_lists_and_multi_label(tmp_path):
+    for label in ("neg", "pos"):
+        (tmp_path / "tree" / label).mkdir(parents=True)
+        for i in range(5):
+            (tmp_path / "tree" / label / f"{i}.txt").write_text(f"{label} text number {i}")
+    folder = as_image_folder(str(tmp_path / "tree"), val_split=0.2, test_split=0)
+    assert folder.kind == "text" and folder.counts("train") == [4, 4]
+    data = as_image_folder((np.array(["a b", "c d", "e f", "g h"] * 3), ["x", "y"] * 6), val_split=0, test_split=0)
+    assert data.kind == "text" and data.num_classes == 2
+    multi = as_image_folder(str(_csv(tmp_path / "m.csv", [("tea", "drink;hot"), ("ice", "cold"), ("soup", "hot")] * 4)),
+                            val_split=0, test_split=0)
+    assert multi.multi_label and multi.class_names == ["cold", "drink", "hot"]
+    with pytest.raises(DataError, match="text,label"):
+        as_image_folder(str(_csv(tmp_path / "bad.csv", [("x", "y")], header=("text", "class"))))
+
+
+def test_text_spec_normalises_and_tokenizes(tiny_bert):
+    spec = TextSpec(tiny_bert, sequence_length=16)
+    assert spec.normalize("great&amp;fresh<br/>  tea\u0301") == "great&fresh tea\u0301".replace("a\u0301", "\u00e1")
+    batch = spec.prepare(["great tea", "awful bread " * 20])
+    assert batch["token_ids"].shape == (2, 16) and batch["padding_mask"][0].sum() == 4  # [CLS] great tea [SEP]
+    assert batch["padding_mask"][1].all()  # cut at the cap
+    assert TextSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_a_text_run_trains_predicts_and_reloads(tiny_bert, tmp_path):
+    texts, labels = reviews(80)
+    path = _csv(tmp_path / "reviews.csv", zip(texts, labels))
+    run_dir, result, metrics = train(TrainConfig(data=str(path), backbone=tiny_bert, **RUN,
+                                                 output=str(tmp_path / "runs"), name="t"), verbose=0)
+    assert result.spec.kind == "text" and result.config.augment == "none"
+    assert [r["phase"] for r in result.history].count("tune") == 2
+    assert metrics["accuracy"] >= 0.75, result.phase_table()
+    run = load_run(run_dir)
+    assert run.spec == result.spec and run.classes == ["great", "other"]
+    probs = run.predict(["great tasty tea", "awful stale bread"])
+    np.testing.assert_allclose(probs, result.predict(["great tasty tea", "awful stale bread"]), atol=1e-5)
+    assert run.splits()["test"] == result.folder.splits["test"]  # the texts themselves, from splits.csv
+    assert "bag-of-words baseline" in (run_dir / "report.md").read_text()
+    out = CliRunner().invoke(main, ["predict", str(run_dir), "--text", "lovely fresh cookie"])
+    assert out.exit_code == 0 and "--text 1:" in out.output, out.output
+    out = CliRunner().invoke(main, ["evaluate", str(run_dir)])
+    assert out.exit_code == 0 and "texts" in out.output, out.output
+
+
+def test_cached_phase_one_features_equal_the_live_model(tiny_bert):
+    from finetune.models.text_backbones import build_text_model, get_text_backbone
+    from finetune.training.features import extract_features
+    from finetune.data.text import make_text_dataset
+
+    spec = TextSpec(tiny_bert, 16)
+    parts = build_text_model(get_text_backbone(tiny_bert), 2, 16)
+    texts, labels = reviews(10)
+    items = list(zip(texts, [int(label == "other") for label in labels]))
+    features, _ = extract_features(parts, make_text_dataset(items, spec, batch_size=4, binary=True))
+    live = parts.classifier(features).numpy()
+    np.testing.assert_allclose(live, parts.model.predict(spec.prepare(texts), verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("option, value", [("resize", "pad"), ("augment", "flips"), ("feature_taps", 1),
+                                           ("bn_stats", "adapt"), ("image_size", 64)])
+def test_image_options_on_a_text_task_are_named_before_any_work(tiny_bert, tmp_path, option, value):
+    texts, labels = reviews(20)
+    with pytest.raises(ConfigError, match=option):
+        fine_tune((texts, labels), TrainConfig(backbone=tiny_bert, **{option: value}), verbose=0)
+
+
+def test_backbones_must_match_the_data(tiny_bert, image_folder):
+    texts, labels = reviews(20)
+    with pytest.raises(ConfigError, match="image network"):
+        fine_tune((texts, labels), backbone="mobilenetv2", verbose=0)
+    with pytest.raises(ConfigError, match="text encoder"):
+        fine_tune(str(image_folder), backbone=tiny_bert, verbose=0)
+
+
+def test_dry_run_on_texts_prints_the_text_recipe(tiny_bert, tmp_path):
+    texts, labels = reviews(30)
+    path = _csv(tmp_path / "r.csv", zip(texts, labels))
+    out = CliRunner().invoke(main, ["train", str(path), "--backbone", tiny_bert, "--dry-run"])
+    assert out.exit_code == 0, out.output
+    assert "texts, 32 tokens" in out.output and "sequence length 32 tokens" in out.output
