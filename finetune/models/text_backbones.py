@@ -94,7 +94,7 @@ def get_text_backbone(name: str) -> TextBackbone:
                                    f"keras-hub text preset ({', '.join(p + '...' for p in TEXT_PRESET_PREFIXES[:3])}) "
                                    "or a local checkpoint folder")
     if name == "minilm_l6":
-        return TextBackbone(name, "BERT (MiniLM-L6, sentence-transformers)", 512, 256, 22.7)
+        return TextBackbone(name, "MiniLM-L6 (BERT)", 512, 256, 22.7)
     folder = os.path.expanduser(name)
     config = _json(os.path.join(folder, "config.json"))
     positions = config.get("max_position_embeddings") or config.get("config", {}).get("max_sequence_length")
