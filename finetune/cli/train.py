@@ -14,6 +14,7 @@ from .app import _defaults, _start_tensorflow, main
 
 
 NONE_DEFAULTS = {"image_size": "the backbone's, or the images' own size if smaller",
+                 "sequence_length": "the 95th percentile of the training texts' tokens, rounded up to 32",
                  "tune_lr": "lr/100 for colour photos, lr/10 for grayscale images",
                  "cache_variants": "2 with augmentation, 0 without",
                  "unfreeze_from": "the backbone's top block", "name": "DATA-BACKBONE-TIMESTAMP",
@@ -33,6 +34,7 @@ TRAIN_OPTIONS = [
     _opt("--from", str, "Start from a saved model's layers instead of a backbone (a .keras or .h5 file).", field="from_model"),
     _opt("--drop-top", int, "With --from: how many top layers of the saved model to drop."),
     _opt("--image-size", int, "Square input size in pixels."),
+    _opt("--sequence-length", int, "Texts: tokens per text (longer texts are cut at the head)."),
     _opt("--resize", click.Choice(RESIZE_POLICIES), "Fit images to the square input: crop (centre, keeps the shape), "
          "pad (black borders) or squash."),
     _opt("--batch-size", int, "Images per batch."),
@@ -120,7 +122,8 @@ def _apply(options):
               "(builds and trains nothing).")
 def train(data_dir, config_path, overwrite, resume_dir, quiet, dry_run, **options):
     """Fine-tune on DATA_DIR (one subfolder per class, or train/ val/ [test/]) or on a CSV of path,label[,split]
-    (several labels in a cell, separated by ; or spaces, make a multi-label task)."""
+    (several labels in a cell, separated by ; or spaces, make a multi-label task). Texts: a CSV of
+    text,label[,split] or a folder of <class>/*.txt (the default backbone is then minilm_l6)."""
     from ..config import TrainConfig
 
     if resume_dir:
