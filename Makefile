@@ -24,12 +24,15 @@ venv: $(VENV)/.installed
 demo: venv
 	$(PY) examples/elpv_demo.py
 
-# Debian's Fashion-MNIST (bench/fashion_ab.py, bench/vs_scratch.py, examples/fashion_reuse.py) and the ELPV split.
+# Debian's Fashion-MNIST (bench/fashion_ab.py, bench/vs_scratch.py, examples/fashion_reuse.py), the ELPV split,
+# and the Fine Foods reviews as CSVs (bench/text_data.py: apt-get download r-cran-modeldata, no R; needs the bench extra).
 bench-data: venv
 	@if [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then \
 		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q dataset-fashion-mnist; fi
 	$(PY) -c "import sys; sys.path.insert(0, 'bench'); import common; print('ELPV split:', common.elpv_split())"
 	$(PY) -c "import sys; sys.path.insert(0, '.'); from bench import vs_scratch; print('Fashion 5k:', vs_scratch.write_folder())"
+	$(PY) -c "import rdata, sklearn" 2>/dev/null || $(PIP) install -q -e ".[bench]"
+	$(PY) bench/text_data.py
 
 test: venv
 	$(PY) -m pytest -q

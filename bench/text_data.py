@@ -251,8 +251,8 @@ def finefoods_csvs(dest: str | Path = DEST, *, force: bool = False, deb: str | P
             if verbose:
                 replaced = sum("\ufffd" in t for t in texts)
                 print(f"{variable}: {len(texts):,} reviews {counts}; string encodings {dict(flags)}; "
-                      f"{replaced} reviews hold U+FFFD in the package itself; "
-                      f"{sum('<br />' in t for t in texts):,} hold <br /> tags (kept)")
+                      f"reviews holding U+FFFD in the package itself: {replaced}; "
+                      f"holding <br /> tags (kept): {sum('<br />' in t for t in texts):,}")
             _write_csv(paths[split], texts, labels)
     return paths
 
@@ -266,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = finefoods_csvs(args.dest, force=args.force, deb=args.deb)
     for split, path in paths.items():
         _, labels = read_split(split, args.dest)
-        print(f"Fine Foods {split}: {path} ({len(labels):,} reviews, {dict(sorted(collections.Counter(labels).items()))})")
+        counts = dict(sorted(collections.Counter(labels).items()))
+        print(f"Fine Foods {split}: {path} ({len(labels):,} reviews, {counts})")
     return 0
 
 

@@ -153,6 +153,11 @@ def test_data_builds_no_networks():
 
 
 TRAINING_CALLS = {"fit", "compile", "train_on_batch", "apply_gradients"}
+#: finetune.evaluation modules that may call .fit(), each with the reason: none of them trains a Keras model.
+EVALUATION_MAY_FIT: dict[str, str] = {
+    "finetune.evaluation.text_baseline": "the report's bag-of-words baseline fits scikit-learn's TF-IDF and "
+                                         "logistic regression on the run's training texts, never a network",
+}
 
 
 def test_evaluation_never_trains():
@@ -162,7 +167,8 @@ def test_evaluation_never_trains():
             if target.startswith("finetune.training") and target not in EVALUATION_MAY_IMPORT_FROM_TRAINING:
                 bad.append(f"{name}:{line} imports {target}")
         for node in ast.walk(ast.parse(MODULES[name].read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) in TRAINING_CALLS:
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) in TRAINING_CALLS \
+                    and not (name in EVALUATION_MAY_FIT and node.func.attr == "fit"):
                 bad.append(f"{name}:{node.lineno} calls .{node.func.attr}()")
     assert not bad, "\n".join(bad)
 

@@ -4,9 +4,10 @@ Every text report prints one line of it beside the fine-tuned model's numbers, o
 user sees what fine-tuning bought. Features: TF-IDF of word 1-2-grams and of ``char_wb`` 2-5-grams
 (character n-grams inside word boundaries), both with sublinear term frequency (``1 + log tf``), fitted on
 the training texts only; a scikit-learn ``LogisticRegression`` on the two side by side, its ``C`` chosen
-by stratified 5-fold cross-validation (accuracy; folds in the texts' order, as scikit-learn's ``cv=5``) over ``{0.3, 1, 3, 10, 30, 100}`` (the vectorisers
-refitted inside each fold, so no held-out fold leaks into the vocabulary or the IDF weights; ties go to the
-smaller, more regularised ``C``), then refitted on all the training texts.
+by stratified 5-fold cross-validation (accuracy; folds in the texts' order, as scikit-learn's ``cv=5``)
+over ``{0.3, 1, 3, 10, 30, 100}`` (the vectorisers refitted inside each fold, so no held-out fold leaks
+into the vocabulary or the IDF weights; ties go to the smaller, more regularised ``C``), then refitted on
+all the training texts.
 
 The texts are used as given: normalisation (HTML tags, Unicode) belongs to the caller's input spec, so the
 baseline sees what the model sees. scikit-learn is imported only when the baseline runs (``pip install
@@ -16,8 +17,8 @@ scikit-learn``); a missing scikit-learn is a :class:`~finetune.errors.ConfigErro
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Hashable, Sequence
 
 import numpy as np
 
@@ -53,7 +54,6 @@ class TextBaseline:
     seconds: float
     n_train: int
     folds: int = CV_FOLDS
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def predictions(self) -> list:
@@ -92,7 +92,8 @@ def _labels(values: Sequence[Hashable], what: str, n: int) -> list:
     if len(labels) != n:
         raise DataError(f"{what}: {len(labels):,} labels for {n:,} texts")
     for i, label in enumerate(labels):
-        if isinstance(label, (list, tuple, set, np.ndarray)) or label is None or label != label:
+        missing = label is None or (isinstance(label, float) and label != label)
+        if missing or isinstance(label, (list, tuple, set, np.ndarray)):
             raise DataError(f"{what}: label {i} is {label!r:.40}; the baseline takes one label per text "
                             f"(single-label tasks only)")
     return labels

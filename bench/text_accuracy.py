@@ -1,0 +1,184 @@
+"""Text accuracy on Amazon Fine Foods reviews: methods x training sizes x draws, on the official test set.
+
+Data: ``data/finefoods/{train,test}.csv`` (``make bench-data``, bench/text_data.py): 4,000 training reviews
+(great 2,600 / other 1,400) and the official 1,000-review test set (658 / 342). For each size N, draw d
+takes ``train_test_split(stratify=label, random_state=d)`` of the 4,000 (N = 4,000 is all of them, the same
+for every draw); each method trains on those N and is scored on the 1,000 test reviews.
+
+Methods (one function each, ``measure_<name>(n, draw) -> dict``, run in a child process of its own so its
+wall time and peak RSS are its own; add a later method to ``METHODS``):
+
+- ``tfidf``: the bag-of-words baseline, ``finetune.evaluation.text_baseline.tfidf_baseline`` (TF-IDF word
+  1-2-grams + char_wb 2-5-grams, sublinear tf; logistic regression, C by 5-fold stratified CV over
+  {0.3, 1, 3, 10, 30, 100}). Deterministic given its training texts, so at N = 4,000 draw 0 stands for all.
+
+Issue 23's anchors (TF-IDF, draw 0): 73.2% / 77.7% / 81.0% accuracy, balanced 63.9 / 72.0 / 76.7%, at
+300 / 1,000 / 4,000 reviews. ``fit s`` is the baseline's own time (cross-validation, refit, test
+predictions); ``wall s`` the child process from start to its result (Python and library imports, CSV read).
+
+    flock /tmp/finetune-cpu.lock nice -n 5 .venv/bin/python bench/text_accuracy.py             # 3 draws
+    .venv/bin/python bench/text_accuracy.py --draws 1                                          # the anchors
+    .venv/bin/python bench/text_accuracy.py --quick                                            # 300, 1 draw
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+_START = time.perf_counter()
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import child_main, in_child  # noqa: E402
+from bench.text_data import DEST, SPLITS, read_split  # noqa: E402
+
+SIZES = (300, 1000, 4000)
+DRAWS = 3
+FULL = sum(SPLITS["train"][1].values())  # 4,000: every training review
+#: Issue 23's single-draw anchors (draw 0): N -> (accuracy, balanced accuracy), TF-IDF + LR.
+ANCHORS = {"tfidf": {300: (0.732, 0.639), 1000: (0.777, 0.720), 4000: (0.810, 0.767)}}
+
+
+def draw_subset(labels: list[str], n: int, draw: int) -> list[int]:
+    """Indices of draw ``draw``'s N training reviews: ``train_test_split(stratify=labels, random_state=draw)``,
+    in the order it returns them; all of them (in file order) when N is the whole set."""
+    if n >= len(labels):
+        return list(range(len(labels)))
+    from sklearn.model_selection import train_test_split
+
+    picked, _ = train_test_split(list(range(len(labels))), train_size=n, stratify=labels, random_state=draw)
+    return [int(i) for i in picked]
+
+
+def _data(n: int, draw: int, data: str) -> tuple[list[str], list[str], list[str], list[str]]:
+    texts, labels = read_split("train", data)
+    test_texts, test_labels = read_split("test", data)
+    rows = draw_subset(labels, n, draw)
+    return [texts[i] for i in rows], [labels[i] for i in rows], test_texts, test_labels
+
+
+# ---------------------------------------------------------------------------- methods (each in a child)
+
+
+def measure_tfidf(n: int, draw: int, data: str = str(DEST)) -> dict[str, Any]:
+    """The bag-of-words baseline on draw ``draw`` of N reviews."""
+    from finetune.evaluation.text_baseline import tfidf_baseline
+
+    train_texts, train_labels, test_texts, test_labels = _data(n, draw, data)
+    result = tfidf_baseline(train_texts, train_labels, test_texts, test_labels)
+    return {"accuracy": result.accuracy, "balanced": result.balanced_accuracy, "fit_s": result.seconds,
+            "wall_s": time.perf_counter() - _START, "detail": f"C={result.C:g}", "describe": result.describe(),
+            "cv_accuracy": {f"{c:g}": a for c, a in result.cv_accuracy.items()}}
+
+
+#: name -> (measure function, whether its result depends only on the training texts: then the whole set is
+#: measured once, draw 0, and stands for every draw)
+METHODS: dict[str, tuple[Callable[..., dict[str, Any]], bool]] = {
+    "tfidf": (measure_tfidf, True),
+}
+LABELS = {"tfidf": "TF-IDF + LR"}
+
+
+# ---------------------------------------------------------------------------- the table
+
+
+def run(methods: list[str], sizes: list[int], draws: int, data: str) -> list[dict[str, Any]]:
+    rows = []
+    for method in methods:
+        _, deterministic = METHODS[method]
+        for n in sizes:
+            for draw in range(draws):
+                if deterministic and n >= FULL and draw > 0:
+                    rows.append({**rows[-1], "draw": draw, "reused": True})
+                    continue
+                result = in_child(__file__, method, {"n": n, "draw": draw, "data": data})
+                row = {"method": method, "n": n, "draw": draw, **result}
+                rows.append(row)
+                print(f"  {LABELS[method]:<12} N={n:>5,} draw {draw}: accuracy {row['accuracy']:.1%}, balanced "
+                      f"{row['balanced']:.1%} ({row['detail']}), fit {row['fit_s']:.1f} s, wall {row['wall_s']:.1f} s",
+                      flush=True)
+    return rows
+
+
+def _spread(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    return f"{mean:.1%}" + (f" +- {statistics.stdev(values):.1%}" if len(values) > 1 else "")
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| method | N | draw 0: accuracy / balanced | mean over draws: accuracy / balanced | draws | "
+             "issue 23 (draw 0) | fit s (draw 0) | wall s (draw 0) |",
+             "|---|---:|---|---|---:|---|---:|---:|"]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        for n in dict.fromkeys(r["n"] for r in rows if r["method"] == method):
+            group = [r for r in rows if r["method"] == method and r["n"] == n]
+            first = group[0]
+            anchor = ANCHORS.get(method, {}).get(n)
+            reused = " (one set: every draw)" if any(r.get("reused") for r in group) else ""
+            lines.append(
+                f"| {LABELS[method]} | {n:,} | {first['accuracy']:.1%} / {first['balanced']:.1%} ({first['detail']}) | "
+                f"{_spread([r['accuracy'] for r in group])} / {_spread([r['balanced'] for r in group])}{reused} | "
+                f"{len(group)} | {f'{anchor[0]:.1%} / {anchor[1]:.1%}' if anchor else '-'} | "
+                f"{first['fit_s']:.1f} | {first['wall_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def headline(rows: list[dict[str, Any]]) -> str:
+    first = {r["n"]: r for r in rows if r["method"] == "tfidf" and r["draw"] == 0}
+    if not first:
+        return "no TF-IDF rows"
+    sizes = sorted(first)
+    anchors = ANCHORS["tfidf"]
+    issue = " / ".join(f"{anchors[n][0]:.1%}" for n in sizes if n in anchors)
+    issue_bal = " / ".join(f"{anchors[n][1]:.1%}" for n in sizes if n in anchors)
+    accuracy = " / ".join(f"{first[n]['accuracy']:.1%}" for n in sizes)
+    balanced = " / ".join(f"{first[n]['balanced']:.1%}" for n in sizes)
+    fits = " / ".join(f"{first[n]['fit_s']:.0f}" for n in sizes)
+    return (f"TF-IDF + LR on the official 1,000-review test set, draw 0: {accuracy} (balanced {balanced}) at "
+            f"{' / '.join(f'{n:,}' for n in sizes)} reviews; issue 23: {issue} (balanced {issue_bal}); fits {fits} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="training sizes (300 1000 4000)")
+    parser.add_argument("--draws", type=int, default=DRAWS, help="stratified draws per size (3; draw 0 = anchors)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--data", default=str(DEST), help="folder of train.csv and test.csv (data/finefoods)")
+    parser.add_argument("--quick", action="store_true", help="smoke: N=300, one draw")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--table", type=Path, help="print the table and headline of rows a --json run wrote")
+    args = parser.parse_args()
+    if args.table:
+        rows = json.loads(args.table.read_text())
+        print(table(rows))
+        print(headline(rows))
+        return
+    if args.quick:
+        args.sizes, args.draws = [300], 1
+    if any(n > FULL or n < 10 for n in args.sizes):
+        parser.error(f"--sizes: each between 10 and {FULL:,}")
+    read_split("train", args.data), read_split("test", args.data)  # a missing CSV: one line naming make bench-data
+    from bench.common import machine
+
+    print(f"machine: {machine()}")
+    print(f"data: {args.data} (train {FULL:,} reviews, official test 1,000); sizes {args.sizes}, "
+          f"{args.draws} draw(s) (train_test_split(stratify=label, random_state=draw))", flush=True)
+    start = time.perf_counter()
+    rows = run(args.methods, args.sizes, args.draws, args.data)
+    print()
+    print(table(rows))
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+        print(f"rows: {args.json}")
+    print(headline(rows))
+
+
+if __name__ == "__main__":
+    if not child_main({name: fn for name, (fn, _) in METHODS.items()}):
+        main()
