@@ -210,6 +210,7 @@ def _resolve(source) -> tuple[keras.Model, Path | None, list[tuple[str, int]], "
     from .runs import load_run
 
     run = load_run(source)
+    run.require_images("export")
     return run.model, Path(source), _test_items(run), run.spec
 
 

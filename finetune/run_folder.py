@@ -89,6 +89,13 @@ class Run:
             return as_image_folder(self.config.data, **self.config.split_args()).splits
         return read_splits(file, self.classes, multi_label=self.multi_label, kind=self.spec.kind)
 
+    def require_images(self, command: str) -> None:
+        """Raise :class:`RunError` for a text run: ``command`` (serve, explain, export, ensemble) takes image runs
+        only so far."""
+        if self.spec.kind != "image":
+            raise RunError(f"{self.path} is a text run: `finetune {command}` handles image runs only so far; use "
+                           f"`finetune predict {self.path} --text \"...\"` or `finetune evaluate {self.path}`")
+
     def held_out(self) -> list:
         """The test split, else the validation split: what the run is scored on."""
         splits = self.splits()

@@ -320,6 +320,8 @@ def ensemble_runs(run_dirs, output: str | Path = "runs", name: str | None = None
     if len(run_dirs) < 2:
         raise RunError(f"an ensemble needs at least 2 runs, got {len(run_dirs)}")
     runs = [load_run(r) for r in run_dirs]
+    for run in runs:
+        run.require_images("ensemble")
     first = runs[0]
     first_config, first_names = first.config, first.classes
     for run in runs[1:]:

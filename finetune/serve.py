@@ -45,6 +45,7 @@ class Predictor:
 
         self.run_dir = Path(run_dir)
         self.run = load_run(run_dir)
+        self.run.require_images("serve")
         self.model, self.spec, self.class_names = self.run.model, self.run.spec, self.run.classes
         self.thresholds = self.run.decision.thresholds
         self.multi_label = self.thresholds is not None
@@ -203,3 +204,4 @@ def _png_data_url(pixels: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(pixels, np.uint8)).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+

@@ -136,3 +136,13 @@ def test_the_offline_minilm_fine_tunes_a_few_dozen_texts(tmp_path):
     run = load_run(tmp_path / "runs" / "minilm")
     assert run.config.backbone == "minilm_l6" and run.spec.tokenizer == "minilm_l6" and run.spec.sequence_length == 32
     assert run.predict(["lovely fresh tea", "stale awful bread"]).shape[0] == 2
+
+
+def test_commands_not_built_for_text_yet_say_so(tiny_bert, tmp_path):
+    texts, labels = reviews(40)
+    path = _csv(tmp_path / "reviews.csv", zip(texts, labels))
+    run_dir, _, _ = train(TrainConfig(data=str(path), backbone=tiny_bert, weights="imagenet", head_epochs=1,
+                                      tune_epochs=0, batch_size=8, output=str(tmp_path / "runs"), name="t"), verbose=0)
+    for args in (["export", str(run_dir)], ["explain", str(run_dir), "x.png"], ["ensemble", str(run_dir), str(run_dir)]):
+        out = CliRunner().invoke(main, args)
+        assert out.exit_code == 2 and "text run" in out.output and "--text" in out.output, out.output

@@ -241,6 +241,7 @@ def explain(run_dir, images, out_dir, class_name, unsafe):
     from ..evaluation.explain import grad_cam, save_overlay
 
     run = _load(run_dir, unsafe)
+    run.require_images("explain")
     model, class_names = run.model, run.classes
     if class_name is not None and class_name not in class_names:
         raise click.UsageError(f"--class {class_name!r} is not one of {', '.join(class_names)}")
