@@ -96,7 +96,9 @@ def measure_finetune(n: int, draw: int, data: str = str(DEST), overrides: str = 
                          output=str(folder / "runs"), name="run", **json.loads(overrides))
     run_dir, result, _ = train(config, verbose=0)
     run = load_run(run_dir)
-    probs = run.predict(test_texts, batch_size=64)
+    from finetune.evaluation.predict import as_class_probs
+
+    probs = as_class_probs(run.predict(test_texts, batch_size=64))
     names = run.classes
     metrics = classification_metrics([names.index(label) for label in test_labels], probs, names)
     return {"accuracy": metrics["accuracy"], "balanced": metrics["balanced_accuracy"],

@@ -159,7 +159,8 @@ def save_run(result: FineTuneResult, run_dir: str | Path, metrics: dict[str, Any
     }
     summary["phases"] = "\n\n```\n" + result.phase_table() + "\n```"
     report = markdown_report(title=f"finetune run `{run_dir.name}`", summary=summary, metrics=metrics,
-                             skipped=[(s.path, s.reason) for s in result.folder.skipped], images=images)
+                             skipped=[(s.path, s.reason) for s in result.folder.skipped], images=images,
+                             examples="texts" if result.spec.kind == "text" else "images")
     atomic_text(run_dir / "report.md", report)
     atomic_text(run_dir / "report.html", html_report(report, run_dir))
     return run_dir
@@ -260,7 +261,9 @@ def _text_baseline_note(result: FineTuneResult, test_items) -> None:
         from .evaluation.text_baseline import tfidf_baseline
     except ImportError:
         return
-    train = result.folder.splits["train"] + (result.folder.splits.get("val") or [])
+    splits = result.folder.splits
+    # what finetune learned from (train, and val when a test split is scored), never the scored texts
+    train = splits["train"] + ((splits.get("val") or []) if splits.get("test") else [])
     if result.folder.multi_label:
         return
     try:

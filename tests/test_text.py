@@ -14,7 +14,7 @@ from finetune.data.text import TextSpec
 from finetune.errors import ConfigError, DataError
 from tiny_text import make_tiny_bert, reviews
 
-RUN = dict(weights="imagenet", head_epochs=12, tune_epochs=2, batch_size=8, lr=0.05)
+RUN = dict(weights="imagenet", head_epochs=40, tune_epochs=2, batch_size=8, lr=0.05, patience=40)
 
 
 @pytest.fixture(scope="session")

@@ -150,12 +150,42 @@ def _tokenizer(source: str):
     return _packer(source, 8).tokenizer
 
 
+#: Batches whose texts are sorted by length together: a window of this many batches is drawn at random, sorted,
+#: cut into batches, and the batches shuffled (seeded by the epoch), so a batch pads to its own longest text.
+BUCKET_WINDOW = 16
+
+
+def batch_order(lengths: np.ndarray, batch_size: int, seed: int | None) -> list[np.ndarray]:
+    """Index batches of similar lengths: in length order (``seed=None``), or from seeded random windows of
+    :data:`BUCKET_WINDOW` batches, each sorted by length, the batches then shuffled. The same seed gives the
+    same batches, in any process (``--resume`` replays them).
+
+    Example:
+        >>> [b.tolist() for b in batch_order(np.array([5, 1, 9, 3]), 2, None)]
+        [[1, 3], [0, 2]]
+    """
+    n = len(lengths)
+    if seed is None:
+        order = np.argsort(lengths, kind="stable")
+        return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    rng = np.random.default_rng(seed)
+    drawn, window = rng.permutation(n), batch_size * BUCKET_WINDOW
+    batches = []
+    for start in range(0, n, window):
+        chunk = drawn[start:start + window]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def make_text_dataset(items, spec: TextSpec, *, batch_size: int = 32, binary: bool = False, shuffle: bool = False,
                       seed: int = 0, class_weights=None, epochs: tuple[int, int] | None = None, cache=None, **_):
     """A batched ``tf.data.Dataset`` of ``(inputs dict, labels[, sample_weights])`` for ``[(text, label), ...]``.
 
-    Texts are tokenized once, here; ``epochs=(first, last)`` yields those epochs back to back, epoch ``e``
-    shuffled with seed ``seed + e`` (a resumed run sees the same batches).
+    Texts are tokenized once, here. Batches hold texts of similar length and are cut to their longest text
+    (:func:`batch_order`): most reviews are far shorter than the cap. Without ``shuffle`` the batches go in
+    length order (labels travel with their texts); ``epochs=(first, last)`` yields those epochs back to back,
+    epoch ``e`` drawn with seed ``seed + e``, so a resumed run sees the same batches.
     """
     import tensorflow as tf
 
@@ -168,15 +198,27 @@ def make_text_dataset(items, spec: TextSpec, *, batch_size: int = 32, binary: bo
         raise ConfigError("class weights apply to one label per text; a multi-label task takes none")
     y = np.asarray(labels, dtype=np.float32 if (binary or multi_label) else np.int32)
     inputs = spec.tokenize(texts)
-    columns = (inputs, y) if class_weights is None else \
-        (inputs, y, np.asarray(class_weights, np.float32)[y.astype(np.int32)])
-    base = tf.data.Dataset.from_tensor_slices(columns)
-    n = max(1, len(texts))
+    lengths = inputs["padding_mask"].sum(axis=1)
+    tensors = ({k: tf.constant(v) for k, v in inputs.items()}, tf.constant(y))
+    if class_weights is not None:
+        tensors += (tf.constant(np.asarray(class_weights, np.float32)[y.astype(np.int32)]),)
+
+    def batch(indices):
+        x = {k: tf.gather(v, indices) for k, v in tensors[0].items()}
+        longest = tf.reduce_max(tf.reduce_sum(tf.cast(x["padding_mask"], tf.int32), axis=1))
+        return ({k: v[:, :longest] for k, v in x.items()}, *(tf.gather(t, indices) for t in tensors[1:]))
+
+    def one_pass(order_seed):
+        order = batch_order(lengths, batch_size, order_seed)
+        flat = np.concatenate(order) if order else np.zeros(0, np.int64)
+        ends = np.cumsum([len(b) for b in order])
+        bounds = tf.data.Dataset.from_tensor_slices((ends - [len(b) for b in order], ends))
+        return bounds.map(lambda s, e: batch(tf.constant(flat)[s:e]))
+
     if epochs is not None:
-        ds = concat_epochs(lambda e: (base.shuffle(n, seed=seed + e, reshuffle_each_iteration=False)
-                                      if shuffle else base).batch(batch_size), *epochs)
+        ds = concat_epochs(lambda e: one_pass(seed + e if shuffle else None), *epochs)
     else:
-        ds = (base.shuffle(n, seed=seed, reshuffle_each_iteration=True) if shuffle else base).batch(batch_size)
+        ds = one_pass(seed if shuffle else None)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

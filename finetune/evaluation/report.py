@@ -61,7 +61,7 @@ def plot_confusion(matrix: Sequence[Sequence[int]], class_names: Sequence[str], 
 
 def markdown_report(
     *, title: str, summary: dict[str, Any], metrics: dict[str, Any] | None, skipped: Sequence[tuple[str, str]],
-    images: Sequence[str] = ("curves.png", "confusion.png"),
+    images: Sequence[str] = ("curves.png", "confusion.png"), examples: str = "images",
 ) -> str:
     """The run report as Markdown: settings, test metrics, plots, skipped files."""
     lines = [f"# {title}", ""]
@@ -69,7 +69,7 @@ def markdown_report(
     if metrics and metrics.get("n") and metrics.get("multi_label"):
         lines += ["", "## Test metrics", "",
                   f"Exact match (every label of an image right) **{metrics['accuracy']:.2%}** on {metrics['n']} test "
-                  f"images; label accuracy {metrics['label_accuracy']:.2%}, micro F1 {metrics['micro_f1']:.3f}, "
+                  f"{examples}; label accuracy {metrics['label_accuracy']:.2%}, micro F1 {metrics['micro_f1']:.3f}, "
                   f"macro F1 {metrics['macro_f1']:.3f}. Each label is predicted when its probability reaches its "
                   "threshold (chosen on the validation split).", "",
                   "| label | threshold | precision | recall | F1 | support |", "|---|---|---|---|---|---|"]
@@ -78,7 +78,7 @@ def markdown_report(
                          f"{m['support']} |")
     elif metrics and metrics.get("n"):
         lines += ["", "## Test metrics", "",
-                  f"Accuracy **{metrics['accuracy']:.2%}** on {metrics['n']} test images "
+                  f"Accuracy **{metrics['accuracy']:.2%}** on {metrics['n']} test {examples} "
                   f"(balanced accuracy {metrics['balanced_accuracy']:.2%}, macro F1 {metrics['macro_f1']:.3f}).", "",
                   "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         for name, m in metrics["per_class"].items():

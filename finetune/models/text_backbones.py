@@ -140,7 +140,7 @@ def build_text_model(backbone: TextBackbone | keras.Model, num_classes: int, seq
     spec = backbone if isinstance(backbone, TextBackbone) else TextBackbone(encoder.name)
     freeze(encoder)
     head = head or HeadConfig(pooling="avg")
-    inputs = {name: keras.Input((sequence_length,), dtype=dtype, name=name)
+    inputs = {name: keras.Input((None,), dtype=dtype, name=name)  # batches are cut to their longest text
               for name, dtype in (("token_ids", "int32"), ("padding_mask", "bool"), ("segment_ids", "int32"))
               if name in _input_names(encoder)}
     pool = keras.layers.GlobalAveragePooling1D(name="masked_mean")

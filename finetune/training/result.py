@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import keras
+import numpy as np
 
 from ..config import TrainConfig
 from ..data import ImageFolder
@@ -15,7 +16,18 @@ from ..models import ModelParts
 def predict_with_spec(model: keras.Model, spec, x: Any, *, batch_size: int = 32):
     """``model``'s probabilities on ``x`` after ``spec`` (:meth:`~finetune.data.spec.ImageSpec.prepare`) fitted it."""
     inputs = spec.prepare(x)
-    return model.predict(inputs, batch_size=batch_size, verbose=0)
+    if not isinstance(inputs, dict):
+        return model.predict(inputs, batch_size=batch_size, verbose=0)
+    from ..data.text import batch_order
+    from ..evaluation.predict import inference_fn
+
+    forward, lengths = inference_fn(model), inputs["padding_mask"].sum(axis=1)
+    out = None
+    for rows in batch_order(lengths, batch_size, None):  # similar lengths together, each batch cut to its longest
+        probs = forward({k: v[rows, :max(1, int(lengths[rows].max()))] for k, v in inputs.items()})
+        out = np.zeros((len(lengths), probs.shape[-1]), probs.dtype) if out is None else out
+        out[rows] = probs
+    return out if out is not None else np.zeros((0, 1), np.float32)
 
 
 @dataclass
