@@ -86,8 +86,11 @@ def measure_finetune(n: int, draw: int, data: str = str(DEST), overrides: str = 
     from finetune import TrainConfig, load_run, train
     from finetune.evaluation.metrics import classification_metrics
 
+    import os
+
     train_texts, train_labels, test_texts, test_labels = _data(n, draw, data)
     folder = Path(tempfile.mkdtemp(prefix="text-bench-"))
+    os.environ["FINETUNE_CACHE_DIR"] = str(folder / "cache")  # every run computes its features: no earlier run helps
     with open(folder / "train.csv", "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
         writer.writerow(["text", "label"])

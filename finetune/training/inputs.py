@@ -85,7 +85,7 @@ class PhaseInputs:
 
         arrays = self._activations(cut, "train", variant)
         if not all(isinstance(a, tf.Tensor) for a in arrays):  # one copy at a time: at most one array is doubled
-            arrays = self._activation_arrays[("train", variant)] = tuple(tf.convert_to_tensor(a) for a in arrays)
+            arrays = self._activation_arrays[("train", variant)] = tuple(_host_tensor(a) for a in arrays)
         return arrays
 
     def _features_from_activations(self, cut, arrays: tuple) -> tuple:
@@ -123,7 +123,7 @@ class PhaseInputs:
             return (inputs, *taken[n_inputs:])
 
         if self.context.loop == "trainer":
-            tensors = [tf.constant(a) for a in copies[0]]
+            tensors = [_host_tensor(a) for a in copies[0]]
             train = tf.data.Dataset.range(n).shuffle(n, seed=config.seed).batch(config.batch_size).map(
                 lambda indices: form([tf.gather(t, indices) for t in tensors]))
         else:
@@ -190,7 +190,7 @@ def _gathered_epochs(copies: list[tuple], first: int, last: int, *, batch_size: 
     import tensorflow as tf
 
     n = len(copies[0][0])
-    tensors = [tuple(tf.convert_to_tensor(a) for a in copy) for copy in copies]  # tensors already: taken as they are
+    tensors = [tuple(_host_tensor(a) for a in copy) for copy in copies]
 
     def epoch(e: int):
         copy = e % len(tensors)
@@ -206,6 +206,20 @@ def _gathered_epochs(copies: list[tuple], first: int, last: int, *, batch_size: 
     options = tf.data.Options()
     options.experimental_optimization.apply_default_optimizations = False
     return concat_epochs(epoch, first, last).map(gather).with_options(options)
+
+
+def _host_tensor(array):
+    """``array`` as a tensor in host memory holding one copy of it (a tensor is returned as it is).
+
+    ``tf.constant`` / ``tf.convert_to_tensor`` of a NumPy array hold two copies for as long as the tensor lives
+    (measured: +0.37 GB per 0.18 GB copy of ELPV's activations); the output of ``tf.identity`` holds one.
+    """
+    import tensorflow as tf
+
+    if isinstance(array, tf.Tensor):
+        return array
+    with tf.device("/CPU:0"):  # tf.data gathers from it on the host
+        return tf.identity(array)
 
 
 def _as_batches(arrays: tuple, n_inputs: int):

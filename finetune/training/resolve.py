@@ -191,6 +191,8 @@ def resolve(config: TrainConfig, facts: Facts) -> Recipe:
 
 #: Text: the phase-2 learning rate when the config leaves it open (BERT fine-tuning's usual 2e-5 to 5e-5).
 TEXT_TUNE_LR = 5e-5
+#: Text: phase 1's learning rate when the config keeps the image default (validation probe in bench/README.md).
+TEXT_HEAD_LR = 1e-2
 
 
 def _resolve_text(config: TrainConfig, facts: Facts) -> Recipe:
@@ -228,6 +230,10 @@ def _resolve_text(config: TrainConfig, facts: Facts) -> Recipe:
     given = [k for k in ("unfreeze_from", "unfreeze_blocks", "unfreeze_fraction") if decided[k] is not None]
     if not given:
         decided["unfreeze_blocks"] = 2
+    if config.lr == defaults.lr:
+        decided["lr"] = TEXT_HEAD_LR
+        notes.append(f"head learning rate {TEXT_HEAD_LR:g}: mean-pooled encoder features are small, and at "
+                     f"{defaults.lr:g} the head had not converged after 100 epochs (bench/README.md, Text)")
     if decided["tune_lr"] is None:
         decided["tune_lr"] = TEXT_TUNE_LR
         notes.append(f"phase-2 learning rate {TEXT_TUNE_LR:g}: the usual rate for fine-tuning BERT-family encoders")
