@@ -174,8 +174,14 @@ def headline(rows: list[dict[str, Any]]) -> str:
     accuracy = " / ".join(f"{first[n]['accuracy']:.1%}" for n in sizes)
     balanced = " / ".join(f"{first[n]['balanced']:.1%}" for n in sizes)
     fits = " / ".join(f"{first[n]['fit_s']:.0f}" for n in sizes)
-    return (f"TF-IDF + LR on the official 1,000-review test set, draw 0: {accuracy} (balanced {balanced}) at "
+    line = (f"TF-IDF + LR on the official 1,000-review test set, draw 0: {accuracy} (balanced {balanced}) at "
             f"{' / '.join(f'{n:,}' for n in sizes)} reviews; issue 23: {issue} (balanced {issue_bal}); fits {fits} s")
+    tuned = {r["n"]: r for r in rows if r["method"] == "finetune" and r["draw"] == 0}
+    if not tuned:
+        return line
+    gaps = " / ".join(f"{tuned[n]['accuracy'] - first[n]['accuracy']:+.1%} ({tuned[n]['balanced'] - first[n]['balanced']:+.1%}"
+                      f" balanced, {tuned[n]['wall_s']:.0f} s)" for n in sizes if n in tuned)
+    return f"finetune minus TF-IDF, draw 0, at {' / '.join(f'{n:,}' for n in sizes if n in tuned)} reviews: {gaps}"
 
 
 def main() -> None:
