@@ -69,7 +69,7 @@ def test_text_spec_normalises_and_tokenizes(tiny_bert):
 
 
 def test_a_text_run_trains_predicts_and_reloads(tiny_bert, tmp_path):
-    texts, labels = reviews(80)
+    texts, labels = reviews(120)
     path = _csv(tmp_path / "reviews.csv", zip(texts, labels))
     run_dir, result, metrics = train(TrainConfig(data=str(path), backbone=tiny_bert, **RUN,
                                                  output=str(tmp_path / "runs"), name="t"), verbose=0)

@@ -36,7 +36,11 @@ def inference_fn(model: keras.Model):
         compiled = tf.function(lambda x: model(x, training=False), input_signature=signature)
     else:
         compiled = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    if isinstance(model.input, dict):  # a text model: a dict of token batches, each kept in its own dtype
+    try:
+        takes_dict = isinstance(model.input, dict)
+    except AttributeError:  # a Sequential never called has no input yet: it takes a tensor
+        takes_dict = False
+    if takes_dict:  # a text model: a dict of token batches, each kept in its own dtype
         return lambda x: compiled({k: tf.convert_to_tensor(v) for k, v in x.items()}).numpy()
     return lambda x: compiled(tf.convert_to_tensor(x, tf.float32)).numpy()
 
