@@ -124,6 +124,11 @@ def test_dry_run_on_texts_prints_the_text_recipe(tiny_bert, tmp_path):
     out = CliRunner().invoke(main, ["train", str(path), "--backbone", tiny_bert, "--dry-run"])
     assert out.exit_code == 0, out.output
     assert "texts, 32 tokens" in out.output and "sequence length 32 tokens" in out.output
+    long = [t + " tea" * 80 for t in texts[:3]] + texts[3:]  # beyond the tiny BERT's 64 positions
+    path = _csv(tmp_path / "long.csv", zip(long, labels))
+    out = CliRunner().invoke(main, ["train", str(path), "--backbone", tiny_bert, "--dry-run"])
+    assert out.exit_code == 0 and "training texts are longer and are cut to their first 64 tokens" in out.output, \
+        out.output
 
 
 def test_the_offline_minilm_fine_tunes_a_few_dozen_texts(tmp_path):

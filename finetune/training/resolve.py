@@ -51,6 +51,7 @@ class Facts:
         data_root: Where the data lives (for arrays and datasets: the folder of their PNG files).
         kind: ``"image"`` or ``"text"``: what the examples are.
         token_lengths: For texts: ``(p50, p90, p95, p99, max)`` tokens per training text, before any cut.
+        text_lengths: For texts: every training text's token count (to say how many a cap cuts).
     """
 
     backbone: Any
@@ -63,6 +64,7 @@ class Facts:
     data_root: str = ""
     kind: str = "image"
     token_lengths: tuple[int, ...] = ()
+    text_lengths: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,11 @@ def _resolve_text(config: TrainConfig, facts: Facts) -> Recipe:
     if config.sequence_length is None:
         p50, p90, p95, p99, longest = facts.token_lengths or (128,) * 5
         length = int(min(limit, max(32, -(-p95 // 32) * 32)))
-        cut = f"; texts longer are cut (head)" if longest > length else ""
+        cut = ""
+        if longest > length:
+            over = sum(n > length for n in facts.text_lengths)
+            cut = (f"; {over} of {len(facts.text_lengths)} training texts are longer and are cut to their first "
+                   f"{length} tokens" if facts.text_lengths else "; texts longer are cut (head)")
         trained = f", {backbone.trained_length} in its sentence-transformers training" if backbone.trained_length else ""
         notes.append(f"sequence length {length} tokens: the 95th percentile of the training texts (median {p50}, "
                      f"longest {longest}), rounded up to 32, at most the checkpoint's {limit} positions{trained}{cut}")
@@ -226,6 +232,10 @@ def _resolve_text(config: TrainConfig, facts: Facts) -> Recipe:
         length = config.sequence_length
         if length > limit:
             raise ConfigError(f"sequence_length: {length} is over {backbone.name}'s {limit} positions")
+        over = sum(n > length for n in facts.text_lengths)
+        if over:
+            notes.append(f"sequence length {length} tokens (given): {over} of {len(facts.text_lengths)} training "
+                         "texts are longer and are cut to their first tokens")
     decided["sequence_length"] = length
     given = [k for k in ("unfreeze_from", "unfreeze_blocks", "unfreeze_fraction") if decided[k] is not None]
     if not given:
@@ -275,7 +285,8 @@ def gather_facts(config: TrainConfig, folder) -> Facts:
         texts = [t for t, _ in folder.splits["train"]]
         lengths = TextSpec(tokenizer=backbone.name).token_lengths(texts)
         summary = tuple(int(v) for v in np.percentile(lengths, [50, 90, 95, 99, 100]).round())
-        return Facts(backbone, kind="text", token_lengths=summary, **common)
+        return Facts(backbone, kind="text", token_lengths=summary, text_lengths=tuple(int(n) for n in lengths),
+                     **common)
     paths = [p for p, _ in folder.splits["train"]]
     return Facts(backbone, typical_size=typical_size(paths), grayscale_fraction=grayscale_fraction(paths), **common)
 
