@@ -18,10 +18,10 @@ from typing import Any
 import yaml
 
 from .choices import (
-    BUILTIN_BACKBONES, SCHEDULE_PARAMETERS, AUGMENT_PRESETS, BN_STATS, CACHE_DTYPES, CLASS_WEIGHTS, DECISIONS, DEFAULT_RESIZE, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, SCHEDULES, STRATEGIES,
+    BUILTIN_BACKBONES, OFFLINE_TEXT_CHECKPOINTS, SCHEDULE_PARAMETERS, TEXT_PRESET_PREFIXES, AUGMENT_PRESETS, BN_STATS, CACHE_DTYPES, CLASS_WEIGHTS, DECISIONS, DEFAULT_RESIZE, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, SCHEDULES, STRATEGIES,
     RESIZE_POLICIES, TUNE_INPUTS,
 )
-from .errors import ConfigError
+from .errors import ConfigError, UnknownBackboneError
 from .util import suggest
 
 
@@ -263,12 +263,10 @@ def _check_range(key: str, value: Any, low: float | None, high: float | None, in
 
 
 def _check_backbone(name: str) -> None:
-    """Refuse an unknown backbone without starting TensorFlow: the built-in names, plus any registered already."""
-    import sys
-
+    """Refuse an unknown backbone without starting TensorFlow: the built-in names, plus any registered already;
+    text encoders may also be keras-hub presets or checkpoint folders (checked when loaded)."""
     import os
-
-    from .choices import OFFLINE_TEXT_CHECKPOINTS, TEXT_PRESET_PREFIXES
+    import sys
 
     known = set(BUILTIN_BACKBONES) | set(OFFLINE_TEXT_CHECKPOINTS)
     registry = sys.modules.get("finetune.models.backbones.registry")
@@ -276,8 +274,6 @@ def _check_backbone(name: str) -> None:
         known |= {b.name for b in registry.list_backbones()}
     text_like = name.startswith((*TEXT_PRESET_PREFIXES, "hf://")) or os.path.isdir(os.path.expanduser(name))
     if name not in known and not text_like:
-        from .errors import UnknownBackboneError
-
         hint = suggest(name, sorted(known)).strip()
         raise UnknownBackboneError(f"backbone: {name!r} is not a known backbone. {hint + ' ' if hint else ''}"
                                    "`finetune backbones` lists them")

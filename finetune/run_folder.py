@@ -68,7 +68,7 @@ class Run:
 
     @property
     def multi_label(self) -> bool:
-        return self.decision.thresholds is not None or _is_multi_label(self.model)
+        return self.decision.thresholds is not None  # load_run gives every multi-label model thresholds
 
     def predict(self, x: Any, *, batch_size: int = 32):
         """Probabilities for images as training took them: arrays of any size, paths or a ``tf.data.Dataset``."""
@@ -106,8 +106,6 @@ def load_run(run_dir: str | os.PathLike, *, safe_mode: bool = True) -> Run:
     """The :class:`Run` in a folder written by ``finetune train`` (or ``finetune ensemble``)."""
     import keras
 
-    from .training.ordinal import OrdinalRule
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run folder {str(run_dir)!r} does not exist; pass a folder written by `finetune train`")
@@ -129,18 +127,34 @@ def load_run(run_dir: str | os.PathLike, *, safe_mode: bool = True) -> Run:
         from .training.resolve import Recipe
 
         recipe = Recipe.load(run_dir / "recipe.json")
-    thresholds = _json(run_dir / "thresholds.json", "thresholds")
+    thresholds = load_thresholds(run_dir)
     if thresholds is None and _is_multi_label(model):
         thresholds = [0.5] * len(classes)  # a multi-label model saved without a validation split
-    ordinal = None
-    if (run_dir / "ordinal.json").exists():
-        try:
-            ordinal = OrdinalRule.load(run_dir / "ordinal.json")
-        except (ValueError, KeyError, TypeError) as err:
-            raise RunError(f"{run_dir / 'ordinal.json'}: not a readable ordinal rule ({err!r}); retrain the run "
-                           "or remove the file to decide by argmax") from None
-    decision = Decision(_json(run_dir / "metrics.json", "kept_phase"), thresholds, ordinal)
+    decision = Decision(_json(run_dir / "metrics.json", "kept_phase"), thresholds, load_ordinal(run_dir))
     return Run(run_dir, model, spec, config, classes, decision, recipe)
+
+
+def load_thresholds(run_dir: str | os.PathLike) -> list[float] | None:
+    """The per-label thresholds a multi-label run chose on its validation split (``None`` for other runs)."""
+    return _json(Path(run_dir) / "thresholds.json", "thresholds")
+
+
+def load_ordinal(run_dir: str | os.PathLike):
+    """The :class:`~finetune.training.ordinal.OrdinalRule` of an ``--ordinal`` run (``None`` for other runs).
+
+    Raises:
+        RunError: the file is there but is not a rule.
+    """
+    from .training.ordinal import OrdinalRule
+
+    path = Path(run_dir) / "ordinal.json"
+    if not path.exists():
+        return None
+    try:
+        return OrdinalRule.load(path)
+    except (ValueError, KeyError, TypeError) as err:
+        raise RunError(f"{path}: not a readable ordinal rule ({err!r}); retrain the run or remove the file to decide "
+                       "by argmax") from None
 
 
 def _spec_of(run_dir: Path, config: TrainConfig):

@@ -33,7 +33,9 @@ from .evaluation.predict import probabilities
 from .evaluation.report import html_report, markdown_report, plot_confusion, plot_curves
 from .models import is_multi_label
 from .tracking import log_final_metrics, tracking_callbacks
-from .run_folder import SPLITS_FILE, Run, load_run, write_splits  # noqa: F401  (load_run, Run: public here too)
+from .run_folder import (  # noqa: F401  (load_run, Run, load_thresholds, load_ordinal: public here too)
+    SPLITS_FILE, Run, load_ordinal, load_run, load_thresholds, write_splits,
+)
 from .training import FineTuneResult, fine_tune
 from .training.resolve import Recipe, gather_facts, resolve
 from .util import atomic_text, atomic_write, yaml_text
@@ -87,28 +89,6 @@ def _probabilities(model: keras.Model, items, class_names, image_size, batch_siz
     kwargs = {"resize": resize} if resize is not None else {}
     ds = make_inputs(items, image_size, batch_size=batch_size, binary=len(class_names) == 2, cache=None, **kwargs)
     return probabilities(model, ds)
-
-
-def load_thresholds(run_dir: str | Path) -> list[float] | None:
-    """The per-label thresholds a multi-label run chose on its validation split (``None`` for other runs)."""
-    path = Path(run_dir) / "thresholds.json"
-    return json.loads(path.read_text(encoding="utf-8"))["thresholds"] if path.exists() else None
-
-
-def load_ordinal(run_dir: str | Path):
-    """The :class:`~finetune.training.ordinal.OrdinalRule` of an ``--ordinal`` run (``None`` for other runs)."""
-    from .training.ordinal import OrdinalRule
-
-    path = Path(run_dir) / "ordinal.json"
-    return OrdinalRule.load(path) if path.exists() else None
-
-
-def label_thresholds(run_dir: str | Path, model: keras.Model, class_names) -> list[float] | None:
-    """What ``predict`` and ``serve`` apply: the run's thresholds for a multi-label model (0.5 each when the run
-    has none), ``None`` for a model with one label per image."""
-    if not is_multi_label(model):
-        return None
-    return load_thresholds(run_dir) or [0.5] * len(class_names)
 
 
 def _without_training_state(model: keras.Model) -> keras.Model:

@@ -62,12 +62,7 @@ def make_dataset(
 
     spec = as_spec(image_size, resize)
     image_size, resize = spec.size, spec.resize
-    paths = [p for p, _ in items]
-    labels = [label for _, label in items]
-    multi_label = bool(labels) and isinstance(labels[0], (tuple, list))
-    if multi_label and class_weights is not None:
-        raise ConfigError("class weights apply to one label per image; a multi-label task takes none")
-    labels = np.asarray(labels, dtype=np.float32 if (binary or multi_label) else np.int32)
+    paths, labels = split_items(items, binary=binary, class_weights=class_weights, kind="image")
     ds = tf.data.Dataset.from_tensor_slices((paths, labels, native_flags(paths)))
 
     def decode(path, label, native):
@@ -109,6 +104,21 @@ def make_dataset(
 
     ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def split_items(items, *, binary: bool, class_weights=None, kind: str = "image") -> tuple[list, np.ndarray]:
+    """``(sources, labels)`` of ``[(source, label), ...]``: labels float 0/1 for ``binary``, float rows of flags for
+    multi-label items, else integers.
+
+    Raises:
+        ConfigError: class weights given for a multi-label task.
+    """
+    sources = [source for source, _ in items]
+    labels = [label for _, label in items]
+    multi_label = bool(labels) and isinstance(labels[0], (tuple, list))
+    if multi_label and class_weights is not None:
+        raise ConfigError(f"class weights apply to one label per {kind}; a multi-label task takes none")
+    return sources, np.asarray(labels, dtype=np.float32 if (binary or multi_label) else np.int32)
 
 
 def resolve_cache(cache: str | None, n_images: int, image_size: int, budget: int = CACHE_BUDGET_BYTES) -> str | None:

@@ -189,37 +189,28 @@ def make_text_dataset(items, spec: TextSpec, *, batch_size: int = 32, binary: bo
     """
     import tensorflow as tf
 
-    from .pipeline import concat_epochs
+    from .pipeline import split_items
 
-    texts = [t for t, _ in items]
-    labels = [label for _, label in items]
-    multi_label = bool(labels) and isinstance(labels[0], (tuple, list))
-    if multi_label and class_weights is not None:
-        raise ConfigError("class weights apply to one label per text; a multi-label task takes none")
-    y = np.asarray(labels, dtype=np.float32 if (binary or multi_label) else np.int32)
+    texts, y = split_items(items, binary=binary, class_weights=class_weights, kind="text")
     inputs = spec.tokenize(texts)
     lengths = inputs["padding_mask"].sum(axis=1)
     tensors = ({k: tf.constant(v) for k, v in inputs.items()}, tf.constant(y))
     if class_weights is not None:
         tensors += (tf.constant(np.asarray(class_weights, np.float32)[y.astype(np.int32)]),)
+    # Every epoch's batches as one index stream: the arrays are captured once, by the one gather below.
+    passes = range(epochs[0], max(epochs[1], epochs[0] + 1)) if epochs is not None else [0]  # as concat_epochs
+    order = [rows for e in passes for rows in batch_order(lengths, batch_size, seed + e if shuffle else None)]
+    sizes = np.asarray([len(rows) for rows in order], np.int64)
+    flat = tf.constant(np.concatenate(order) if order else np.zeros(0, np.int64))
 
-    def batch(indices):
+    def batch(start, end):
+        indices = flat[start:end]
         x = {k: tf.gather(v, indices) for k, v in tensors[0].items()}
         longest = tf.reduce_max(tf.reduce_sum(tf.cast(x["padding_mask"], tf.int32), axis=1))
         return ({k: v[:, :longest] for k, v in x.items()}, *(tf.gather(t, indices) for t in tensors[1:]))
 
-    def one_pass(order_seed):
-        order = batch_order(lengths, batch_size, order_seed)
-        flat = np.concatenate(order) if order else np.zeros(0, np.int64)
-        ends = np.cumsum([len(b) for b in order])
-        bounds = tf.data.Dataset.from_tensor_slices((ends - [len(b) for b in order], ends))
-        return bounds.map(lambda s, e: batch(tf.constant(flat)[s:e]))
-
-    if epochs is not None:
-        ds = concat_epochs(lambda e: one_pass(seed + e if shuffle else None), *epochs)
-    else:
-        ds = one_pass(seed if shuffle else None)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ends = np.cumsum(sizes)
+    return tf.data.Dataset.from_tensor_slices((ends - sizes, ends)).map(batch).prefetch(tf.data.AUTOTUNE)
 
 
 def check_texts(texts: Sequence[Any], where: str) -> tuple[list[str], list[tuple[int, str]]]:

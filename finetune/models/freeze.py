@@ -49,6 +49,8 @@ class UnfreezePolicy:
         last_blocks: Unfreeze the last N blocks (needs a ``block_pattern``).
         fraction: Unfreeze the top fraction of the base's layers (0 < f <= 1).
         block_pattern: Regex extracting a block id from a layer name.
+        keep_frozen: Layers that stay frozen wherever they sit (outside the model's path, such as a text
+            encoder's [CLS] pooler when the head pools the token states).
 
     Example:
         >>> policy = UnfreezePolicy(from_layer="block5_conv1")   # seed 002
@@ -61,6 +63,7 @@ class UnfreezePolicy:
     last_blocks: int | None = None
     fraction: float | None = None
     block_pattern: str | None = None
+    keep_frozen: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         given = [v is not None for v in (self.from_layer, self.last_blocks, self.fraction)]
@@ -98,13 +101,13 @@ class UnfreezePolicy:
     def apply(self, base: keras.Model) -> list[str]:
         """Unfreeze ``base`` from the policy's start; return the unfrozen layer names.
 
-        Layers before the start, and every BatchNormalization layer, stay frozen.
+        Layers before the start, every BatchNormalization layer and the ``keep_frozen`` ones stay frozen.
         """
         start = self.start_index(base)
         base.trainable = True
         unfrozen = []
         for i, layer in enumerate(base.layers):
-            layer.trainable = i >= start and not _is_batchnorm(layer)
+            layer.trainable = i >= start and not _is_batchnorm(layer) and layer.name not in self.keep_frozen
             if layer.trainable and layer.weights:
                 unfrozen.append(layer.name)
         return unfrozen

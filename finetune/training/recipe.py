@@ -197,10 +197,6 @@ class RecipeRun(PhaseInputs):
         first_epoch = len(done_before)
         if phase.trains == "unfrozen":
             self.unfrozen_layers = self.policy.apply(parts.base)
-            for name in getattr(parts.backbone, "unused_layers", ()):  # outside the model's path: nothing to train
-                if name in self.unfrozen_layers:
-                    parts.base.get_layer(name).trainable = False
-                    self.unfrozen_layers.remove(name)
             self.unfreeze_epoch = first_epoch + 1
         if phase.name not in self.completed:
             before = parts.model.get_weights() if phase.keep == "if_better" else None
@@ -292,8 +288,9 @@ def _strategy(name: str):
 
 
 def _unfreeze_policy(config: TrainConfig, spec: Backbone) -> UnfreezePolicy:
+    common = dict(block_pattern=spec.block_pattern, keep_frozen=tuple(getattr(spec, "unused_layers", ())))
     if config.unfreeze_blocks is not None:
-        return UnfreezePolicy(last_blocks=config.unfreeze_blocks, block_pattern=spec.block_pattern)
+        return UnfreezePolicy(last_blocks=config.unfreeze_blocks, **common)
     if config.unfreeze_fraction is not None:
-        return UnfreezePolicy(fraction=config.unfreeze_fraction, block_pattern=spec.block_pattern)
-    return UnfreezePolicy(from_layer=config.unfreeze_from or spec.default_unfreeze, block_pattern=spec.block_pattern)
+        return UnfreezePolicy(fraction=config.unfreeze_fraction, **common)
+    return UnfreezePolicy(from_layer=config.unfreeze_from or spec.default_unfreeze, **common)

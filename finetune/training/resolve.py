@@ -182,13 +182,8 @@ def resolve(config: TrainConfig, facts: Facts) -> Recipe:
     decided["split_seed"] = config.resolved_split_seed
     resolved = TrainConfig(**decided)
     decided["tune_inputs"] = resolved.resolved_tune_inputs
-    # model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras #20585)
-    loop = "trainer" if config.strategy == "multiworker" else config.loop
     spec = ImageSpec(decided["image_size"], config.resize, normalization=backbone.preprocessing)
-    unfreeze = (f"last {decided['unfreeze_blocks']} blocks" if decided["unfreeze_blocks"] else
-                f"top {decided['unfreeze_fraction']:.0%} of the layers" if decided["unfreeze_fraction"] else
-                f"from {decided['unfreeze_from'] or backbone.default_unfreeze}")
-    return Recipe(_frozen(TrainConfig(**decided)), spec, loop, unfreeze, tuple(notes))
+    return _recipe(decided, spec, "blocks", backbone.default_unfreeze, notes)
 
 
 #: Text: the phase-2 learning rate when the config leaves it open (BERT fine-tuning's usual 2e-5 to 5e-5).
@@ -250,10 +245,16 @@ def _resolve_text(config: TrainConfig, facts: Facts) -> Recipe:
     notes.append("phase 2 trains live on token batches (the activation cache covers image bases only, so far)")
     decided["split_seed"] = config.resolved_split_seed
     spec = TextSpec(tokenizer=backbone.name, sequence_length=length)
-    unfreeze = (f"last {decided['unfreeze_blocks']} transformer layers" if decided["unfreeze_blocks"] else
+    return _recipe(decided, spec, "transformer layers", backbone.default_unfreeze, notes)
+
+
+def _recipe(decided: dict[str, Any], spec, blocks: str, default_unfreeze: str, notes: list[str]) -> Recipe:
+    """The :class:`Recipe` of the ``decided`` config values: its loop and where phase 2 starts, in words."""
+    unfreeze = (f"last {decided['unfreeze_blocks']} {blocks}" if decided["unfreeze_blocks"] else
                 f"top {decided['unfreeze_fraction']:.0%} of the layers" if decided["unfreeze_fraction"] else
-                f"from {decided['unfreeze_from']}")
-    loop = "trainer" if config.strategy == "multiworker" else config.loop
+                f"from {decided['unfreeze_from'] or default_unfreeze}")
+    # model.fit fails under MultiWorkerMirroredStrategy (keras-team/keras #20585)
+    loop = "trainer" if decided["strategy"] == "multiworker" else decided["loop"]
     return Recipe(_frozen(TrainConfig(**decided)), spec, loop, unfreeze, tuple(notes))
 
 
