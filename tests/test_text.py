@@ -151,3 +151,43 @@ def test_commands_not_built_for_text_yet_say_so(tiny_bert, tmp_path):
     for args in (["export", str(run_dir)], ["explain", str(run_dir), "x.png"], ["ensemble", str(run_dir), str(run_dir)]):
         out = CliRunner().invoke(main, args)
         assert out.exit_code == 2 and "text run" in out.output and "--text" in out.output, out.output
+
+
+def test_cached_hidden_states_give_the_live_model_outputs(tiny_bert):
+    from finetune.models.freeze import UnfreezePolicy
+    from finetune.models.text_backbones import build_text_model, get_text_backbone
+    from finetune.training.text_cache import state_batches, text_cut
+
+    spec = TextSpec(tiny_bert, 24)
+    parts = build_text_model(get_text_backbone(tiny_bert), 2, 24)
+    policy = UnfreezePolicy(last_blocks=1, block_pattern=r"^(transformer_layer_\d+)$")
+    cut = text_cut(parts.base, policy.start_index(parts.base))
+    assert cut.layer == "transformer_layer_1" and cut.width == 16
+    texts, labels = reviews(11)
+    texts[3] = texts[3] + " tea" * 30  # over the cap
+    cached = cut.compute(spec, texts, np.arange(11) % 2, batch_size=4)
+    assert list(cached.lengths) == list(spec.prepare(texts)["padding_mask"].sum(1)) and cached.lengths[3] == 24
+    live = parts.model.predict(spec.prepare(texts), verbose=0)
+    np.testing.assert_allclose(parts.classifier(cut.pooled(parts, cached, batch_size=3)).numpy(), live, atol=1e-5)
+    top, order = cut.top_model(parts), []
+    for x, y in state_batches(cached, batch_size=4, seed=None):
+        order.append((top(x).numpy(), y.numpy()))
+    from finetune.data.text import batch_order
+    rows = np.concatenate(batch_order(cached.lengths, 4, None))
+    np.testing.assert_allclose(np.concatenate([p for p, _ in order]), live[rows], atol=1e-5)
+    assert text_cut(parts.base, UnfreezePolicy(last_blocks=2, block_pattern=r"^(transformer_layer_\d+)$")
+                    .start_index(parts.base)).startswith("every transformer layer")
+
+
+def test_phase_two_on_cached_states_trains_as_the_live_model_does(tiny_bert):
+    texts, labels = reviews(48)
+    common = dict(backbone=tiny_bert, weights="imagenet", head_epochs=3, tune_epochs=2, batch_size=8,
+                  unfreeze_blocks=1, patience=0, test_split=0, verbose=0)
+    cached = fine_tune((texts, labels), tune_inputs="auto", **common)
+    live = fine_tune((texts, labels), tune_inputs="images", **common)
+    assert any("cached hidden states before transformer_layer_1" in n for n in cached.notes), cached.notes
+    assert not any("cached hidden states before" in n for n in live.notes)
+    tune = [[r["val_loss"] for r in result.history if r["phase"] == "tune"] for result in (cached, live)]
+    np.testing.assert_allclose(tune[0], tune[1], rtol=1e-4)
+    for a, b in zip(cached.model.get_weights(), live.model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)

@@ -197,20 +197,31 @@ def make_text_dataset(items, spec: TextSpec, *, batch_size: int = 32, binary: bo
     tensors = ({k: tf.constant(v) for k, v in inputs.items()}, tf.constant(y))
     if class_weights is not None:
         tensors += (tf.constant(np.asarray(class_weights, np.float32)[y.astype(np.int32)]),)
-    # Every epoch's batches as one index stream: the arrays are captured once, by the one gather below.
-    passes = range(epochs[0], max(epochs[1], epochs[0] + 1)) if epochs is not None else [0]  # as concat_epochs
-    order = [rows for e in passes for rows in batch_order(lengths, batch_size, seed + e if shuffle else None)]
-    sizes = np.asarray([len(rows) for rows in order], np.int64)
-    flat = tf.constant(np.concatenate(order) if order else np.zeros(0, np.int64))
 
-    def batch(start, end):
-        indices = flat[start:end]
+    def batch(indices):
         x = {k: tf.gather(v, indices) for k, v in tensors[0].items()}
         longest = tf.reduce_max(tf.reduce_sum(tf.cast(x["padding_mask"], tf.int32), axis=1))
         return ({k: v[:, :longest] for k, v in x.items()}, *(tf.gather(t, indices) for t in tensors[1:]))
 
+    return bucketed_batches(lengths, batch, batch_size=batch_size, seed=seed if shuffle else None, epochs=epochs)
+
+
+def bucketed_batches(lengths: np.ndarray, gather, *, batch_size: int, seed: int | None,
+                     epochs: tuple[int, int] | None = None):
+    """A ``tf.data.Dataset`` of ``gather(indices)`` over the :func:`batch_order` batches of every epoch in
+    ``epochs=(first, last)`` (one pass without), epoch ``e`` drawn with seed ``seed + e`` (length order when
+    ``seed`` is ``None``). Every epoch is one index stream: the arrays ``gather`` reads are captured once."""
+    import tensorflow as tf
+
+    passes = range(epochs[0], max(epochs[1], epochs[0] + 1)) if epochs is not None else [0]  # as concat_epochs
+    order = [rows for e in passes for rows in batch_order(lengths, batch_size, None if seed is None else seed + e)]
+    sizes = np.asarray([len(rows) for rows in order], np.int64)
+    flat = tf.constant(np.concatenate(order) if order else np.zeros(0, np.int64))
     ends = np.cumsum(sizes)
-    return tf.data.Dataset.from_tensor_slices((ends - sizes, ends)).map(batch).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False  # no graph rewrite copying the arrays
+    return (tf.data.Dataset.from_tensor_slices((ends - sizes, ends)).map(lambda s, e: gather(flat[s:e]))
+            .with_options(options).prefetch(tf.data.AUTOTUNE))
 
 
 def check_texts(texts: Sequence[Any], where: str) -> tuple[list[str], list[tuple[int, str]]]:

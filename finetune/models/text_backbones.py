@@ -38,6 +38,9 @@ class TextBackbone:
         trained_length: The sequence length its training used when the checkpoint says (sentence-transformers'
             ``max_seq_length``), else ``None``.
         params_millions: Size, when known without loading.
+        cacheable: Whether phase 2 can train on cached hidden states at a cut between transformer layers
+            (layers that take the states and the padding mask alone: BERT, DistilBERT, RoBERTa; not DeBERTa,
+            whose layers also take relative position embeddings). Checked again on the built encoder.
     """
 
     name: str
@@ -49,6 +52,7 @@ class TextBackbone:
     block_pattern: str = r"^(transformer_layer_\d+)$"
     preprocessing: str = "tokenizer"
     unused_layers: tuple[str, ...] = ("pooled_dense",)  # the [CLS] pooler: the head pools the token states instead
+    cacheable: bool = True
 
     @property
     def default_unfreeze(self) -> str:
@@ -99,7 +103,8 @@ def get_text_backbone(name: str) -> TextBackbone:
     config = _json(os.path.join(folder, "config.json"))
     positions = config.get("max_position_embeddings") or config.get("config", {}).get("max_sequence_length")
     trained = _json(os.path.join(folder, "sentence_bert_config.json")).get("max_seq_length")
-    return TextBackbone(name, "BERT family (keras-hub)", positions, trained)
+    family = str(config.get("model_type") or config.get("class_name") or name).lower()
+    return TextBackbone(name, "BERT family (keras-hub)", positions, trained, cacheable="deberta" not in family)
 
 
 def list_text_backbones() -> list[TextBackbone]:

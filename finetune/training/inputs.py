@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from ..data import concat_epochs, make_inputs
+from ..data.text import batch_order
 from .features import FeatureCache
 from .phase import Phase, PhaseData
 
@@ -40,6 +41,8 @@ class PhaseInputs:
             return self._feature_data(len(self.rows), last), self.parts.classifier
         if phase.inputs == "activations":
             cut = self._cut()
+            if cut is not None and self.spec.kind == "text":
+                return self._state_data(cut, len(self.rows), last), cut.top_model(self.parts)
             if cut is not None:
                 return self._activation_data(cut, len(self.rows), last), self._top_model(cut)
         return self._image_data(len(self.rows), last), self.parts.model
@@ -53,6 +56,8 @@ class PhaseInputs:
         self._cut_found = None
 
         start = self.policy.start_index(self.parts.base)
+        if self.spec.kind == "text":
+            return self._text_cut(start)
         if start == 0:  # the whole network trains: nothing frozen to cache
             self.notes.append("phase 2 trained on live images: the whole network is unfrozen")
             return None
@@ -67,9 +72,30 @@ class PhaseInputs:
         self._cut_found = cut
         return cut
 
+    def _text_cut(self, start: int):
+        from .text_cache import text_cut
+
+        cut = text_cut(self.parts.base, start)
+        if isinstance(cut, str):
+            self.notes.append(f"phase 2 trained live on token batches: {cut}")
+            return None
+        self._cut_found = cut
+        train = self._activations(cut, "train", 0)
+        self.notes.append(cut.describe(len(train.lengths), int(train.lengths.sum())))
+        return cut
+
     def _activations(self, cut, split: str, variant: int) -> tuple:
         """The cached activations of one split and copy (computed once per run, shared by both phases)."""
         key = (split, variant)
+        if key not in self._activation_arrays and self.spec.kind == "text":
+            from ..data.pipeline import split_items
+
+            weighted = self.class_weights if split == "train" else None
+            texts, labels = split_items(self.folder.splits[split], binary=self.folder.binary, kind="text",
+                                        class_weights=weighted)
+            weights = None if weighted is None else np.asarray(weighted, np.float32)[labels.astype(np.int32)]
+            self._activation_arrays[key] = cut.compute(self.spec, texts, labels, weights,
+                                                       batch_size=self.config.batch_size, verbose=self.context.verbose)
         if key not in self._activation_arrays:
             loader = dict(self.loader, class_weights=self.class_weights) if split == "train" else self.loader
             cache = FeatureCache.for_run(self.config, self.parts, self.spec)
@@ -91,6 +117,10 @@ class PhaseInputs:
     def _features_from_activations(self, cut, arrays: tuple) -> tuple:
         """Phase 1's pooled features computed from cached activations: only the top runs, in inference mode."""
         import tensorflow as tf
+
+        if self.spec.kind == "text":
+            weights = () if arrays.weights is None else (arrays.weights,)
+            return (cut.pooled(self.parts, arrays), arrays.labels, *weights)
 
         n_inputs = len(cut.shapes)
         top = tf.function(lambda *a: self.parts.pool(cut.top(a[0] if n_inputs == 1 else list(a), training=False)))
@@ -129,6 +159,18 @@ class PhaseInputs:
         else:
             train = _gathered_epochs(copies, first, last, batch_size=config.batch_size, seed=config.seed, form=form)
         return PhaseData(train.prefetch(tf.data.AUTOTUNE), val, math.ceil(n / config.batch_size))
+
+    def _state_data(self, cut, first: int, last: int) -> PhaseData:
+        """A text run's phase 2 on the cached states at the cut, batched as live token batches are."""
+        from .text_cache import state_batches
+
+        size, seed = self.config.batch_size, self.config.seed
+        train_states = self._activations(cut, "train", 0)
+        val = None
+        if self.val_ds is not None:
+            val = state_batches(self._activations(cut, "val", 0), batch_size=size, seed=None)
+        train = state_batches(train_states, batch_size=size, seed=seed, epochs=(first, last))
+        return PhaseData(train, val, len(batch_order(train_states.lengths, size, None)))
 
     def _image_data(self, first: int, last: int) -> PhaseData:
         items, config = self.folder.splits["train"], self.config

@@ -210,7 +210,14 @@ def _resolve_text(config: TrainConfig, facts: Facts) -> Recipe:
         decided["data"] = facts.data_root
     if backbone.name != config.backbone:
         notes.append(f"text data: backbone {backbone.name} ({backbone.family}), the offline default for text")
-    decided.update(backbone=backbone.name, augment="none", cache_variants=0, tune_inputs="images")
+    tune_inputs = config.tune_inputs
+    if tune_inputs == "auto":
+        tune_inputs = "activations" if backbone.cacheable else "images"
+        notes.append("phase 2 on cached hidden states at the cut: the frozen layers run once per text"
+                     if backbone.cacheable else
+                     f"phase 2 trains live on token batches: {backbone.family} layers need more than the states and "
+                     "the padding mask, so the encoder is not cut")
+    decided.update(backbone=backbone.name, augment="none", cache_variants=0, tune_inputs=tune_inputs)
     limit = min(backbone.max_length or 512, 512)
     if config.sequence_length is None:
         p50, p90, p95, p99, longest = facts.token_lengths or (128,) * 5
@@ -242,7 +249,6 @@ def _resolve_text(config: TrainConfig, facts: Facts) -> Recipe:
     if decided["tune_lr"] is None:
         decided["tune_lr"] = TEXT_TUNE_LR
         notes.append(f"phase-2 learning rate {TEXT_TUNE_LR:g}: the usual rate for fine-tuning BERT-family encoders")
-    notes.append("phase 2 trains live on token batches (the activation cache covers image bases only, so far)")
     decided["split_seed"] = config.resolved_split_seed
     spec = TextSpec(tokenizer=backbone.name, sequence_length=length)
     return _recipe(decided, spec, "transformer layers", backbone.default_unfreeze, notes)
