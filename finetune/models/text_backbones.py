@@ -21,6 +21,7 @@ import keras
 
 from ..choices import OFFLINE_TEXT_CHECKPOINTS, TEXT_PRESET_PREFIXES
 from ..data.text import checkpoint_source
+from ..data.words import uses_words
 from ..errors import UnknownBackboneError
 from .heads import HeadConfig, build_classifier
 
@@ -80,7 +81,7 @@ class TextBackbone:
 def is_text_backbone(name: str) -> bool:
     """Whether ``name`` names a text encoder (offline, a keras-hub text preset, or a checkpoint folder with a
     ``config.json`` or ``tokenizer.json``)."""
-    if name in OFFLINE_TEXT_CHECKPOINTS or name.startswith(TEXT_PRESET_PREFIXES) or name.startswith("hf://"):
+    if name in OFFLINE_TEXT_CHECKPOINTS or name.startswith(TEXT_PRESET_PREFIXES + ("hf://", "glove:")):
         return True
     folder = os.path.expanduser(name)
     return os.path.isdir(folder) and any(os.path.exists(os.path.join(folder, f))
@@ -99,6 +100,10 @@ def get_text_backbone(name: str) -> TextBackbone:
                                    "or a local checkpoint folder")
     if name == "minilm_l6":
         return TextBackbone(name, "MiniLM-L6 (BERT)", 512, 256, 22.7)
+    if uses_words(name):
+        from .glove import get_glove_backbone
+
+        return get_glove_backbone(name)
     folder = os.path.expanduser(name)
     config = _json(os.path.join(folder, "config.json"))
     positions = config.get("max_position_embeddings") or config.get("config", {}).get("max_sequence_length")
@@ -128,10 +133,12 @@ def load_text_encoder(backbone: TextBackbone, weights: str | None = "imagenet") 
 
 
 def build_text_model(backbone: TextBackbone | keras.Model, num_classes: int, sequence_length: int, *,
-                     weights: str | None = "imagenet", head: HeadConfig | None = None, multi_label: bool = False):
+                     weights: str | None = "imagenet", head: HeadConfig | None = None, multi_label: bool = False,
+                     vocabulary=(), seed: int = 0):
     """A plain ``keras.Model``: token batches -> encoder (inference mode) -> masked mean -> head.
 
-    ``backbone``: a :class:`TextBackbone`, or an encoder already built (tests build tiny ones).
+    ``backbone``: a :class:`TextBackbone`, or an encoder already built (tests build tiny ones); a GloVe backbone
+    builds :func:`~finetune.models.glove.build_glove_model` on the spec's ``vocabulary``.
     Returns the same :class:`~finetune.models.build.ModelParts` as an image model; its ``features``
     computes the pooled features the frozen encoder gives (phase 1's cache).
     """
@@ -141,6 +148,11 @@ def build_text_model(backbone: TextBackbone | keras.Model, num_classes: int, seq
 
     if num_classes < 2:
         raise ConfigError(f"a classifier needs at least 2 classes, got {num_classes}")
+    if uses_words(getattr(backbone, "name", "")) and not isinstance(backbone, keras.Model):
+        from .glove import build_glove_model
+
+        return build_glove_model(backbone, num_classes, sequence_length, vocabulary, weights=weights, head=head,
+                                 multi_label=multi_label, seed=seed)
     encoder = load_text_encoder(backbone, weights) if isinstance(backbone, TextBackbone) else backbone
     spec = backbone if isinstance(backbone, TextBackbone) else TextBackbone(encoder.name)
     freeze(encoder)

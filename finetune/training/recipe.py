@@ -39,12 +39,13 @@ def recipe_phases(config: TrainConfig) -> list[Phase]:
     """The phases ``config`` asks for: a head on the frozen base, then the top of the base unfrozen."""
     common = dict(schedule=config.schedule, warmup_epochs=config.warmup_epochs, patience=config.patience,
                   schedule_params=config.schedule_params())
+    tune_patience = config.patience if config.tune_patience is None else config.tune_patience
     return [
         Phase("head", trains="head", inputs="features" if config.cache_features else "images",
               lr=config.lr, epochs=config.head_epochs, **common),
         Phase("tune", trains="unfrozen", inputs=config.resolved_tune_inputs, lr=config.resolved_tune_lr,
               epochs=config.tune_epochs,
-              discriminative=config.discriminative, keep="if_better", **common),
+              discriminative=config.discriminative, keep="if_better", **{**common, "patience": tune_patience}),
     ]
 
 
@@ -134,7 +135,8 @@ class RecipeRun(PhaseInputs):
 
                 self.parts = build_text_model(backbone, self.folder.num_classes, self.spec.size,
                                               weights=config.weights, head=config.head_config(),
-                                              multi_label=self.folder.multi_label)
+                                              multi_label=self.folder.multi_label, vocabulary=self.spec.vocabulary,
+                                              seed=config.seed)
             else:
                 self.parts = build_model(backbone, self.folder.num_classes, weights=config.weights,
                                          image_size=self.spec.size, head=config.head_config(),

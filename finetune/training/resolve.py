@@ -52,6 +52,7 @@ class Facts:
         kind: ``"image"`` or ``"text"``: what the examples are.
         token_lengths: For texts: ``(p50, p90, p95, p99, max)`` tokens per training text, before any cut.
         text_lengths: For texts: every training text's token count (to say how many a cap cuts).
+        vocabulary: For word vectors: the most frequent words of the training and validation texts.
     """
 
     backbone: Any
@@ -65,6 +66,7 @@ class Facts:
     kind: str = "image"
     token_lengths: tuple[int, ...] = ()
     text_lengths: tuple[int, ...] = ()
+    vocabulary: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -188,12 +190,19 @@ def resolve(config: TrainConfig, facts: Facts) -> Recipe:
 
 #: Text: the phase-2 learning rate when the config leaves it open (BERT fine-tuning's usual 2e-5 to 5e-5).
 TEXT_TUNE_LR = 5e-5
+#: Word vectors: the most words of the task an embedding holds (by frequency in the training and validation texts).
+VOCABULARY_LIMIT = 50_000
+#: Word vectors: phase 2's learning rate for the unfrozen embedding (and the convolution and head with it).
+WORD_TUNE_LR = 1e-4
+#: Text: phase 2's early-stopping patience when the config leaves it open (bench/README.md, Text).
+TEXT_TUNE_PATIENCE = 3
 #: Text: phase 1's learning rate when the config keeps the image default (validation probe in bench/README.md).
 TEXT_HEAD_LR = 1e-2
 
 
 def _resolve_text(config: TrainConfig, facts: Facts) -> Recipe:
     from ..data.text import TextSpec
+    from ..data.words import uses_words
 
     defaults = TrainConfig()
     image_only = [key for key in ("image_size", "from_model", "resize", "bn_stats", "feature_taps", "mixup")
@@ -210,15 +219,22 @@ def _resolve_text(config: TrainConfig, facts: Facts) -> Recipe:
         decided["data"] = facts.data_root
     if backbone.name != config.backbone:
         notes.append(f"text data: backbone {backbone.name} ({backbone.family}), the offline default for text")
+    word_level = uses_words(backbone.name)
     tune_inputs = config.tune_inputs
-    if tune_inputs == "auto":
+    if word_level:
+        tune_inputs = "images"
+        decided["cache_features"] = False
+        notes.append(f"GloVe: the embedding holds the {len(facts.vocabulary):,} words of the training and validation "
+                     "texts (GloVe's own vectors where it has them); phase 1 trains the convolution and the head "
+                     "live with the embedding frozen (a lookup costs nothing to cache), phase 2 unfreezes the embedding")
+    elif tune_inputs == "auto":
         tune_inputs = "activations" if backbone.cacheable else "images"
         notes.append("phase 2 on cached hidden states at the cut: the frozen layers run once per text"
                      if backbone.cacheable else
                      f"phase 2 trains live on token batches: {backbone.family} layers need more than the states and "
                      "the padding mask, so the encoder is not cut")
     decided.update(backbone=backbone.name, augment="none", cache_variants=0, tune_inputs=tune_inputs)
-    limit = min(backbone.max_length or 512, 512)
+    limit = (backbone.max_length or 512) if word_level else min(backbone.max_length or 512, 512)
     if config.sequence_length is None:
         p50, p90, p95, p99, longest = facts.token_lengths or (128,) * 5
         length = int(min(limit, max(32, -(-p95 // 32) * 32)))
@@ -239,10 +255,17 @@ def _resolve_text(config: TrainConfig, facts: Facts) -> Recipe:
             notes.append(f"sequence length {length} tokens (given): {over} of {len(facts.text_lengths)} training "
                          "texts are longer and are cut to their first tokens")
     decided["sequence_length"] = length
+    if config.tune_patience is None and config.patience == defaults.patience:
+        decided["tune_patience"] = TEXT_TUNE_PATIENCE
+        notes.append(f"phase-2 patience {TEXT_TUNE_PATIENCE}: on the validation splits of the Fine Foods draws "
+                     "(300 and 1,000 reviews) phase 2's val loss was lowest at its 3rd-4th epoch and rose after")
     given = [k for k in ("unfreeze_from", "unfreeze_blocks", "unfreeze_fraction") if decided[k] is not None]
     if not given:
-        decided["unfreeze_blocks"] = 2
-    if config.lr == defaults.lr:
+        decided["unfreeze_blocks"] = 1 if word_level else 2
+    if word_level and decided["tune_lr"] is None:
+        decided["tune_lr"] = WORD_TUNE_LR
+        notes.append(f"phase-2 learning rate {WORD_TUNE_LR:g}: the word vectors move slowly (lr/10)")
+    if config.lr == defaults.lr and not word_level:
         decided["lr"] = TEXT_HEAD_LR
         notes.append(f"head learning rate {TEXT_HEAD_LR:g}: mean-pooled encoder features are small, and at "
                      f"{defaults.lr:g} the head had not converged after 100 epochs (bench/README.md, Text)")
@@ -250,8 +273,9 @@ def _resolve_text(config: TrainConfig, facts: Facts) -> Recipe:
         decided["tune_lr"] = TEXT_TUNE_LR
         notes.append(f"phase-2 learning rate {TEXT_TUNE_LR:g}: the usual rate for fine-tuning BERT-family encoders")
     decided["split_seed"] = config.resolved_split_seed
-    spec = TextSpec(tokenizer=backbone.name, sequence_length=length)
-    return _recipe(decided, spec, "transformer layers", backbone.default_unfreeze, notes)
+    spec = TextSpec(tokenizer=backbone.name, sequence_length=length, vocabulary=facts.vocabulary if word_level else ())
+    blocks = "block (the GloVe embedding)" if word_level else "transformer layers"
+    return _recipe(decided, spec, blocks, backbone.default_unfreeze, notes)
 
 
 def _recipe(decided: dict[str, Any], spec, blocks: str, default_unfreeze: str, notes: list[str]) -> Recipe:
@@ -289,11 +313,18 @@ def gather_facts(config: TrainConfig, folder) -> Facts:
     if folder.kind == "text":
         from ..data.text import TextSpec
 
+        from ..data.words import uses_words, vocabulary_of
+
+        spec = TextSpec(tokenizer=backbone.name)
         texts = [t for t, _ in folder.splits["train"]]
-        lengths = TextSpec(tokenizer=backbone.name).token_lengths(texts)
+        lengths = spec.token_lengths(texts)
         summary = tuple(int(v) for v in np.percentile(lengths, [50, 90, 95, 99, 100]).round())
+        words = ()
+        if uses_words(backbone.name):  # the texts the run trains and validates on, never the test split
+            seen = texts + [t for t, _ in folder.splits.get("val") or []]
+            words = vocabulary_of((spec.normalize(t) for t in seen), VOCABULARY_LIMIT)
         return Facts(backbone, kind="text", token_lengths=summary, text_lengths=tuple(int(n) for n in lengths),
-                     **common)
+                     vocabulary=words, **common)
     paths = [p for p, _ in folder.splits["train"]]
     return Facts(backbone, typical_size=typical_size(paths), grayscale_fraction=grayscale_fraction(paths), **common)
 
