@@ -106,7 +106,7 @@ def measure_finetune(n: int, draw: int, data: str = str(DEST), overrides: str = 
     metrics = classification_metrics([names.index(label) for label in test_labels], probs, names)
     return {"accuracy": metrics["accuracy"], "balanced": metrics["balanced_accuracy"],
             "fit_s": sum(result.timings.get(k, 0.0) for k in ("head", "tune", "features")),
-            "wall_s": time.perf_counter() - _START, "kept": result.kept_phase,
+            "wall_s": time.perf_counter() - _START, "kept": result.kept_phase, "run_dir": str(run_dir),
             "detail": f"kept {result.kept_phase}, {result.spec.sequence_length} tokens"}
 
 
@@ -182,12 +182,15 @@ def headline(rows: list[dict[str, Any]]) -> str:
     fits = " / ".join(f"{first[n]['fit_s']:.0f}" for n in sizes)
     line = (f"TF-IDF + LR on the official 1,000-review test set, draw 0: {accuracy} (balanced {balanced}) at "
             f"{' / '.join(f'{n:,}' for n in sizes)} reviews; issue 23: {issue} (balanced {issue_bal}); fits {fits} s")
-    tuned = {r["n"]: r for r in rows if r["method"] == "finetune" and r["draw"] == 0}
-    if not tuned:
-        return line
-    gaps = " / ".join(f"{tuned[n]['accuracy'] - first[n]['accuracy']:+.1%} ({tuned[n]['balanced'] - first[n]['balanced']:+.1%}"
-                      f" balanced, {tuned[n]['wall_s']:.0f} s)" for n in sizes if n in tuned)
-    return f"finetune minus TF-IDF, draw 0, at {' / '.join(f'{n:,}' for n in sizes if n in tuned)} reviews: {gaps}"
+    parts = []
+    for method in ("finetune", "glove"):
+        tuned = {r["n"]: r for r in rows if r["method"] == method and r["draw"] == 0}
+        if tuned:
+            gaps = " / ".join(f"{tuned[n]['accuracy'] - first[n]['accuracy']:+.1%} ({tuned[n]['balanced'] - first[n]['balanced']:+.1%}"
+                              f" balanced, {tuned[n]['wall_s']:.0f} s)" for n in sizes if n in tuned)
+            parts.append(f"{LABELS[method]} minus TF-IDF, draw 0, at "
+                         f"{' / '.join(f'{n:,}' for n in sizes if n in tuned)} reviews: {gaps}")
+    return "; ".join(parts) or line
 
 
 def main() -> None:

@@ -146,6 +146,12 @@ def export(
         raise ExportError(f"quantize={quantize!r}: only tflite takes quantize, one of {', '.join(QUANTIZATIONS)} (or None)")
     if format == "onnx":
         _require_onnx()
+    if not isinstance(run_dir_or_model, keras.Model):
+        from .runs import load_run
+
+        run = load_run(run_dir_or_model)
+        if run.spec.kind == "text":
+            return _export_text(run, format, quantize, out_path, images)
     model, run_dir, test_items, spec = _resolve(run_dir_or_model)
     if out_path is None:
         if run_dir is None:
@@ -165,6 +171,28 @@ def export(
         top1_agreement=float((expected.argmax(1) == got.argmax(1)).mean()),
         images=source,
     )
+    return ExportResult(format, quantize, out_path, _size(out_path), parity)
+
+
+def _export_text(run, format: str, quantize: str | None, out_path, texts) -> ExportResult:
+    """A text run: strings in (SavedModel) or token ids in (TFLite, ONNX), checked on the run's texts."""
+    from . import export_text
+
+    out_path = Path(out_path) if out_path is not None else Path(run.path) / "export" / default_filename(format, quantize)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    texts, source = export_text.parity_texts(run, texts)
+    expected = as_class_probs(run.predict(texts))
+    if format == "savedmodel":
+        export_text.export_text_savedmodel(run, out_path)
+        got, _ = export_text.serve_in_fresh_process(out_path, texts)
+    else:
+        inputs = export_text.token_inputs(run, texts)
+        _write(run.model, format, quantize, out_path)
+        export_text.token_model_files(run, out_path)
+        got = export_text.run_token_model(out_path, format, inputs)
+    got = as_class_probs(got)
+    parity = Parity(n=len(texts), max_abs_diff=float(np.abs(expected - got).max()),
+                    top1_agreement=float((expected.argmax(1) == got.argmax(1)).mean()), images=source)
     return ExportResult(format, quantize, out_path, _size(out_path), parity)
 
 

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from .config import TrainConfig
-from .data import as_image_folder, make_dataset, make_inputs
+from .data import as_image_folder, make_inputs
 from .errors import RunError
 from .evaluation.diagnostics import plot_worst_mistakes, top_losses
 from .evaluation.metrics import choose_thresholds, classification_metrics, multilabel_metrics
@@ -303,8 +303,6 @@ def ensemble_runs(run_dirs, output: str | Path = "runs", name: str | None = None
     if len(run_dirs) < 2:
         raise RunError(f"an ensemble needs at least 2 runs, got {len(run_dirs)}")
     runs = [load_run(r) for r in run_dirs]
-    for run in runs:
-        run.require_images("ensemble")
     first = runs[0]
     first_config, first_names = first.config, first.classes
     for run in runs[1:]:
@@ -328,8 +326,8 @@ def ensemble_runs(run_dirs, output: str | Path = "runs", name: str | None = None
     items = splits[0].get("test") or splits[0].get("val") or []
     metrics: dict[str, Any] = {"members": {str(r): {} for r in run_dirs}}
     if items:  # decoded once; the ensemble's probabilities are its members' mean (what its Average layer computes)
-        ds = make_dataset(items, first.spec, batch_size=first_config.batch_size, binary=len(first_names) == 2,
-                          cache="auto")
+        ds = make_inputs(items, first.spec, batch_size=first_config.batch_size, binary=len(first_names) == 2,
+                         cache="auto")
         member_probs = [probabilities(run.model, ds) for run in runs]
         labels = member_probs[0][1]
         metrics = {**classification_metrics(labels, np.mean([p for p, _ in member_probs], axis=0), first_names),

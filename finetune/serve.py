@@ -1,4 +1,5 @@
-"""A local web page to try a trained run: drop images, see the top classes and where the network looked.
+"""A local web page to try a trained run: drop images (or, for a text run, type a text), see the top classes
+and where the network looked (Grad-CAM; for texts, the words that spoke for or against the class).
 
 Built on Flask (its development server is enough for one person trying a model on
 their own machine). Nothing leaves the machine: the page loads no outside
@@ -45,7 +46,7 @@ class Predictor:
 
         self.run_dir = Path(run_dir)
         self.run = load_run(run_dir)
-        self.run.require_images("serve")
+        self.kind = self.run.spec.kind
         self.model, self.spec, self.class_names = self.run.model, self.run.spec, self.run.classes
         self.thresholds = self.run.decision.thresholds
         self.multi_label = self.thresholds is not None
@@ -55,8 +56,44 @@ class Predictor:
         self._lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
-        return {"run": self.run_dir.name, "classes": self.class_names, "image_size": self.spec.size,
+        if self.kind == "text":
+            return {"run": self.run_dir.name, "kind": "text", "classes": self.class_names,
+                    "sequence_length": self.spec.sequence_length, "multi_label": self.multi_label}
+        return {"run": self.run_dir.name, "kind": "image", "classes": self.class_names, "image_size": self.spec.size,
                 "resize": self.spec.resize, "multi_label": self.multi_label}
+
+    def predict_text(self, text: str) -> dict[str, Any]:
+        """Top-k classes of ``text`` and each word's occlusion score (see :mod:`finetune.evaluation.explain_text`).
+
+        Raises:
+            DataError: the text is empty.
+        """
+        from .data import DataError
+        from .evaluation.explain_text import occlusion
+
+        if not text.strip():
+            raise DataError("the text is empty: type or paste a text")
+        with self._lock:
+            found = occlusion(self.model, self.spec, text)
+        answer = self._decided(found.probabilities)
+        answer.update(text=text[:200], words=found.to_dict(self.class_names))
+        return answer
+
+    def _decided(self, probs: np.ndarray) -> dict[str, Any]:
+        """The top classes of ``probs``, with the run's multi-label thresholds or ordinal rule applied."""
+        from .evaluation.metrics import labels_over
+
+        order = np.argsort(-probs)[: self.top_k]
+        answer: dict[str, Any] = {
+            "top": [{"label": self.class_names[i], "probability": float(probs[i])} for i in order]}
+        if self.multi_label:
+            answer["labels"] = labels_over(probs, self.class_names, self.thresholds)
+        if self.ordinal is not None:
+            from .training.ordinal import expected_grade
+
+            answer["decision"] = {"label": self.class_names[int(self.ordinal.classes(probs[None])[0])],
+                                  "expected_grade": float(expected_grade(probs[None])[0])}
+        return answer
 
     def predict_file(self, path: str, name: str) -> dict[str, Any]:
         """Top-k classes (and for multi-label, the labels over their thresholds) and a Grad-CAM overlay of ``path``.
@@ -67,9 +104,10 @@ class Predictor:
         from .data import DataError
         from .data.images import decode_checked
         from .evaluation.explain import CannotExplain, grad_cam, overlay
-        from .evaluation.metrics import labels_over
         from .evaluation.predict import as_class_probs
 
+        if self.kind != "image":
+            raise DataError(f"{name}: this run classifies texts; send a text (form field `text`)")
         pixels, reason = decode_checked(path, self.spec.size, **self.spec.fit_options)
         if pixels is None:
             raise DataError(f"{name}: {reason}")
@@ -81,19 +119,7 @@ class Predictor:
             except CannotExplain as err:
                 explanation, why = None, str(err)
                 probs = as_class_probs(self._forward(image[None]))[0]
-        order = np.argsort(-probs)[: self.top_k]
-        answer: dict[str, Any] = {
-            "file": name,
-            "top": [{"label": self.class_names[i], "probability": float(probs[i])} for i in order],
-            "image": _png_data_url(pixels),
-        }
-        if self.multi_label:
-            answer["labels"] = labels_over(probs, self.class_names, self.thresholds)
-        if self.ordinal is not None:
-            from .training.ordinal import expected_grade
-
-            answer["decision"] = {"label": self.class_names[int(self.ordinal.classes(probs[None])[0])],
-                                  "expected_grade": float(expected_grade(probs[None])[0])}
+        answer = {"file": name, **self._decided(probs), "image": _png_data_url(pixels)}
         if explanation is not None:
             answer["gradcam"] = {"label": self.class_names[explanation.class_index],
                                  "image": _png_data_url(overlay(pixels, explanation))}
@@ -138,6 +164,14 @@ def create_app(run_dir: str | Path, *, top_k: int = 3, max_upload_mb: float = MA
 
     @app.post("/api/predict")
     def predict():
+        if predictor.kind == "text":
+            text = request.form.get("text", (request.get_json(silent=True) or {}).get("text"))
+            if not isinstance(text, str):
+                return jsonify(error="send one text in the form field `text` (or JSON {\"text\": ...})"), 400
+            try:
+                return jsonify(predictor.predict_text(text))
+            except DataError as err:
+                return jsonify(error=str(err)), 400
         upload = request.files.get("image")
         if upload is None or not upload.filename:
             return jsonify(error="send one image in the form field `image`"), 400

@@ -5,7 +5,7 @@ import pytest
 
 from finetune import TrainConfig, fine_tune, load_run, train
 from finetune.data.words import encode_words, vocabulary_of, word_tokens
-from tiny_text import WORDS, reviews
+from tiny_text import make_tiny_glove, reviews
 
 
 def test_glove_tokens_split_punctuation_and_clitics():
@@ -18,15 +18,7 @@ def test_glove_tokens_split_punctuation_and_clitics():
 
 @pytest.fixture()
 def glove_file(tmp_path):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "glove.tiny.8d.txt"
-    lines = []
-    for i, word in enumerate(WORDS[:30]):  # sentiment words point one way or the other in dimension 0
-        vector = rng.normal(0, 0.3, 8)
-        vector[0] = 1.0 if i < 10 else -1.0 if i < 20 else 0.0
-        lines.append(word + " " + " ".join(f"{v:.4f}" for v in vector))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return make_tiny_glove(tmp_path / "glove.tiny.8d.txt")
 
 
 def test_a_glove_file_trains_saves_and_reloads(glove_file, tmp_path):
@@ -41,8 +33,23 @@ def test_a_glove_file_trains_saves_and_reloads(glove_file, tmp_path):
     assert embedding.input_dim == len(spec.vocabulary) + 2 and vectors.shape == (30, 8)
     assert metrics["accuracy"] >= 0.8, result.phase_table()
     run = load_run(run_dir)
-    np.testing.assert_allclose(run.predict(["great tasty tea", "awful stale soup"]),
-                               result.predict(["great tasty tea", "awful stale soup"]), atol=1e-6)
+    probe = ["great tasty tea", "awful stale soup", "It's GREAT, isn't it? Don't buy the soup's box...", "", "zzz",
+             "Café CRÈME's 4,5 € -- tasty!"]
+    np.testing.assert_allclose(run.predict(probe), result.predict(probe), atol=1e-6)
+    from finetune.export import export
+    from finetune.export_text import serve_in_fresh_process
+
+    saved = export(run_dir, "savedmodel")  # GloVe's word tokens and the vocabulary inside the graph
+    probs, modules = serve_in_fresh_process(saved.path, probe)
+    np.testing.assert_allclose(probs, result.predict(probe), atol=1e-5)
+    assert modules == [] and saved.parity.top1_agreement == 1.0
+    from finetune.evaluation.explain_text import occlusion
+
+    found = occlusion(run.model, run.spec, "the great tea was tasty")  # sentiment words carry the class
+    assert found.words == ["the", "great", "tea", "was", "tasty"] and run.classes[found.class_index] == "great"
+    assert found.strongest(1)[0][0] == "great", found.strongest(5)
+    found = occlusion(run.model, run.spec, "the tea was awful")
+    assert run.classes[found.class_index] == "other" and found.strongest(1)[0][0] == "awful", found.strongest(4)
 
 
 def _train_arrays(texts, labels, backbone, tmp_path):

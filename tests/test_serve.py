@@ -90,12 +90,9 @@ def browser_tmp():
 @pytest.mark.skipif(not (CHROMEDRIVER and CHROMIUM),
                     reason="no headless browser: `apt-get install chromium chromium-driver` (.ci/run installs them)")
 def test_the_page_in_headless_chromium(served_run, tmp_path, browser_tmp):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.ui import WebDriverWait
-    from werkzeug.serving import make_server
 
     from finetune.training.ordinal import OrdinalRule
 
@@ -103,17 +100,8 @@ def test_the_page_in_headless_chromium(served_run, tmp_path, browser_tmp):
     ordinal_run = tmp_path / "colours-ordinal"  # the same run with an ordinal rule: the page shows its decision
     shutil.copytree(run_dir, ordinal_run)
     OrdinalRule([0.5, 1.5]).save(ordinal_run / "ordinal.json")
-    server = make_server("127.0.0.1", 0, create_app(ordinal_run), threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1100,800"):
-        options.add_argument(flag)
-    service = Service(executable_path=CHROMEDRIVER, env={**os.environ, "TMPDIR": browser_tmp})
-    browser = webdriver.Chrome(service=service, options=options)
-    try:
-        browser.get(f"http://localhost:{server.server_port}/")
+    with _browser(ordinal_run, browser_tmp) as (browser, url):
+        browser.get(url)
         WebDriverWait(browser, 30).until(lambda b: "class_a" in b.find_element(By.ID, "about").text)
         picks = [data / "class_c" / "img_000.png", data / "class_a" / "img_000.png"]
         (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
@@ -135,6 +123,95 @@ def test_the_page_in_headless_chromium(served_run, tmp_path, browser_tmp):
         assert browser.save_screenshot(str(shot)) and Image.open(shot).size[0] > 500
         pixels = np.asarray(Image.open(shot).convert("RGB"))
         assert pixels.std() > 10  # a rendered page, not a blank one
-    finally:
-        browser.quit()
-        server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    """A text run on a tiny GloVe file (synthetic reviews whose sentiment words tell the label)."""
+    from tiny_text import reviews
+
+    root = tmp_path_factory.mktemp("serve_text")
+    texts, labels = reviews(120)
+    run_dir, _, _ = _train_text(root, texts, labels)
+    return run_dir
+
+
+def _train_text(root, texts, labels):
+    import csv
+
+    from tiny_text import make_tiny_glove
+
+    from finetune import TrainConfig, train
+
+    with open(root / "reviews.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("text", "label"), *zip(texts, labels)])
+    glove = make_tiny_glove(root / "glove.tiny.8d.txt")
+    return train(TrainConfig(data=str(root / "reviews.csv"), backbone=f"glove:{glove}", head_epochs=30, tune_epochs=2,
+                             batch_size=16, output=str(root / "runs"), name="reviews"), verbose=0)
+
+
+def test_a_text_run_answers_texts_with_word_scores(text_run):
+    client = create_app(text_run).test_client()
+    info = client.get("/api/info").json
+    assert info["kind"] == "text" and info["classes"] == ["great", "other"] and info["sequence_length"] >= 8
+    answer = client.post("/api/predict", data={"text": "great tasty fresh tea"}).json
+    assert answer["top"][0]["label"] == "great", answer
+    words = {w["word"]: w["score"] for w in answer["words"]["words"]}
+    assert list(words) == ["great", "tasty", "fresh", "tea"] and words["great"] > words["tea"]
+    assert client.post("/api/predict", json={"text": "awful stale soup"}).json["top"][0]["label"] == "other"
+    empty = client.post("/api/predict", data={"text": "   "})
+    assert empty.status_code == 400 and "empty" in empty.json["error"]
+    assert "text" in client.post("/api/predict", data={"image": (io.BytesIO(_png((1, 2, 3))), "a.png")}).json["error"]
+
+
+@pytest.mark.skipif(not (CHROMEDRIVER and CHROMIUM),
+                    reason="no headless browser: `apt-get install chromium chromium-driver` (.ci/run installs them)")
+def test_the_text_page_in_headless_chromium(text_run, tmp_path, browser_tmp):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with _browser(text_run, browser_tmp) as (browser, url):
+        browser.get(url)
+        WebDriverWait(browser, 30).until(lambda b: "tokens" in b.find_element(By.ID, "about").text)
+        assert not browser.find_element(By.ID, "drop").is_displayed()
+        for text in ("great tasty fresh tea", "awful stale soup <b>bold</b>"):
+            area = browser.find_element(By.ID, "text")
+            area.clear()
+            area.send_keys(text)
+            browser.find_element(By.ID, "send").click()
+        WebDriverWait(browser, 60).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".card.done")) == 2)
+        cards = {c.find_element(By.TAG_NAME, "h2").text: c for c in browser.find_elements(By.CSS_SELECTOR, ".card.done")}
+        assert cards["great tasty fresh tea"].find_element(By.CSS_SELECTOR, ".prediction .label").text == "great"
+        assert cards["awful stale soup <b>bold</b>"].find_element(By.CSS_SELECTOR, ".prediction .label").text == "other"
+        words = [w.text for w in cards["great tasty fresh tea"].find_elements(By.CSS_SELECTOR, ".word")]
+        assert words == ["great", "tasty", "fresh", "tea"]
+        assert not browser.find_elements(By.TAG_NAME, "b")  # the text is shown as text, never as markup
+        shot = Path(os.environ.get("FINETUNE_SERVE_TEXT_SCREENSHOT", tmp_path / "serve_text.png"))
+        assert browser.save_screenshot(str(shot))
+
+
+class _browser:
+    """A served run and a headless Chromium pointed at it: ``with _browser(run, tmp) as (browser, url)``."""
+
+    def __init__(self, run_dir, browser_tmp):
+        self.run_dir, self.browser_tmp = run_dir, browser_tmp
+
+    def __enter__(self):
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+        from werkzeug.serving import make_server
+
+        self.server = make_server("127.0.0.1", 0, create_app(self.run_dir), threaded=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1100,800"):
+            options.add_argument(flag)
+        service = Service(executable_path=CHROMEDRIVER, env={**os.environ, "TMPDIR": self.browser_tmp})
+        self.browser = webdriver.Chrome(service=service, options=options)
+        return self.browser, f"http://localhost:{self.server.server_port}/"
+
+    def __exit__(self, *exc):
+        self.browser.quit()
+        self.server.shutdown()

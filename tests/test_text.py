@@ -143,14 +143,50 @@ def test_the_offline_minilm_fine_tunes_a_few_dozen_texts(tmp_path):
     assert run.predict(["lovely fresh tea", "stale awful bread"]).shape[0] == 2
 
 
-def test_commands_not_built_for_text_yet_say_so(tiny_bert, tmp_path):
-    texts, labels = reviews(40)
+def test_explain_scores_words_and_ensembles_average_text_runs(tiny_bert, tmp_path):
+    texts, labels = reviews(120)
     path = _csv(tmp_path / "reviews.csv", zip(texts, labels))
-    run_dir, _, _ = train(TrainConfig(data=str(path), backbone=tiny_bert, weights="imagenet", head_epochs=1,
-                                      tune_epochs=0, batch_size=8, output=str(tmp_path / "runs"), name="t"), verbose=0)
-    for args in (["export", str(run_dir)], ["explain", str(run_dir), "x.png"], ["ensemble", str(run_dir), str(run_dir)]):
-        out = CliRunner().invoke(main, args)
-        assert out.exit_code == 2 and "text run" in out.output and "--text" in out.output, out.output
+    runs = []
+    for seed in (0, 1):
+        run_dir, _, _ = train(TrainConfig(data=str(path), backbone=tiny_bert, **{**RUN, "seed": seed}, split_seed=0,
+                                          output=str(tmp_path / "runs"), name=f"s{seed}"), verbose=0)
+        runs.append(run_dir)
+    (tmp_path / "more.txt").write_text("awful stale soup\n\nlovely tea\n")
+    out = CliRunner().invoke(main, ["explain", str(runs[0]), "--text", "great tasty fresh tea", str(tmp_path / "more.txt")])
+    assert out.exit_code == 0, out.output
+    lines = out.output.strip().splitlines()
+    assert [line.split(": ")[0] for line in lines] == ["--text 1", f"{tmp_path / 'more.txt'}:1", f"{tmp_path / 'more.txt'}:2"]
+    assert all("strongest words: " in line and line.endswith(f"text_{i}.html") for i, line in enumerate(lines, 1))
+    page = (runs[0] / "explain" / "text_1.html").read_text()
+    assert page.count('class="w"') == 4 and ">great</span>" in page and "predicted <b>" in page
+    out = CliRunner().invoke(main, ["ensemble", *map(str, runs), "--output", str(tmp_path / "runs"), "--name", "both"])
+    assert out.exit_code == 0, out.output
+    both, members = load_run(tmp_path / "runs" / "both"), [load_run(r) for r in runs]
+    probe = ["great tea", "stale awful bread"]
+    np.testing.assert_allclose(both.predict(probe), np.mean([m.predict(probe) for m in members], axis=0), atol=1e-5)
+
+
+def test_a_text_run_exports_a_savedmodel_on_raw_strings_and_token_models(tiny_bert, tmp_path):
+    """The SavedModel carries the whole spec (HTML, Unicode, tokenizer, cap) and serves in a process that imports
+    TensorFlow and TensorFlow Text only; TFLite takes token ids, with the vocabulary written beside it."""
+    from finetune.export import export
+    from finetune.export_text import serve_in_fresh_process
+
+    texts, labels = reviews(40)
+    texts[1] = "Great&amp;tasty<br />tea\u00a0&nbsp; caf\u0065\u0301 " + "good " * 40  # entities, NBSP, NFD, over the cap
+    path = _csv(tmp_path / "reviews.csv", zip(texts, labels))
+    run_dir, result, _ = train(TrainConfig(data=str(path), backbone=tiny_bert, weights="imagenet", head_epochs=2,
+                                           tune_epochs=0, batch_size=8, output=str(tmp_path / "runs"), name="t"),
+                               verbose=0)
+    out = CliRunner().invoke(main, ["export", str(run_dir), "--format", "savedmodel"])
+    assert out.exit_code == 0 and "top-1 100.0%" in out.output, out.output
+    probe = [texts[1], "", "awful stale soup", "  lovely\tfresh   tea  "]
+    probs, modules = serve_in_fresh_process(run_dir / "export" / "model_savedmodel", probe)
+    np.testing.assert_allclose(probs, result.predict(probe), atol=1e-5)
+    assert modules == [], modules  # no Keras, keras-hub or finetune needed to serve it
+    lite = export(run_dir, "tflite")
+    assert lite.parity.max_abs_diff < 1e-4 and (run_dir / "export" / "vocab.txt").exists()
+    assert (run_dir / "export" / "vocab.txt").read_text().splitlines()[:3] == ["[PAD]", "[UNK]", "[CLS]"]
 
 
 def test_cached_hidden_states_give_the_live_model_outputs(tiny_bert):

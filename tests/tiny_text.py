@@ -43,3 +43,18 @@ def reviews(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
         texts.append(" ".join(words) + ("!" if i % 3 == 0 else "."))
         labels.append("great" if good else "other")
     return texts, labels
+
+
+def make_tiny_glove(path: Path) -> Path:
+    """A GloVe-format text file of 8-dimensional vectors for the first 30 words: dimension 0 is +1 for the positive
+    words, -1 for the negative ones and 0 for the rest (so a model can learn sentiment from it quickly)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for i, word in enumerate(WORDS[:30]):
+        vector = rng.normal(0, 0.3, 8)
+        vector[0] = 1.0 if i < 10 else -1.0 if i < 20 else 0.0
+        lines.append(word + " " + " ".join(f"{v:.4f}" for v in vector))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -231,27 +231,64 @@ def export(run_dir, fmt, quantize, out_path):
 
 @main.command()
 @click.argument("run_dir", type=click.Path())
-@click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--output", "out_dir", type=click.Path(), default=None, help="Folder for the PNGs [default: RUN_DIR/explain].")
+@click.argument("images", nargs=-1, type=click.Path())
+@click.option("--text", "texts", multiple=True, help="Text runs: a text to explain (repeatable); IMAGES may be .txt "
+              "files, one text per line.")
+@click.option("--output", "out_dir", type=click.Path(), default=None, help="Folder for the PNGs / HTML [default: RUN_DIR/explain].")
 @click.option("--class", "class_name", default=None, help="Explain this class instead of the predicted one.")
 @click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs code stored in the model).")
-def explain(run_dir, images, out_dir, class_name, unsafe):
-    """Grad-CAM: one PNG per image showing where the network looked for its predicted class."""
+def explain(run_dir, images, texts, out_dir, class_name, unsafe):
+    """Grad-CAM for images (one PNG each: where the network looked); for texts, word occlusion (one HTML each:
+    the words that spoke for or against the class)."""
     _start_tensorflow()
     from ..evaluation.explain import grad_cam, save_overlay
 
     run = _load(run_dir, unsafe)
-    run.require_images("explain")
     model, class_names = run.model, run.classes
     if class_name is not None and class_name not in class_names:
         raise click.UsageError(f"--class {class_name!r} is not one of {', '.join(class_names)}")
     out = Path(out_dir or Path(run_dir) / "explain")
+    if run.spec.kind == "text":
+        return _explain_texts(run, images, texts, out, class_name)
+    if not images:
+        raise click.UsageError("give one or more images to explain")
+    if texts:
+        raise click.UsageError("--text is for text runs; this run takes images")
     out.mkdir(parents=True, exist_ok=True)
     for path in images:
         image = run.spec.load(path).astype("float32")
         found = grad_cam(model, image[None], None if class_name is None else class_names.index(class_name))[0]
         written = save_overlay(image, found, out / f"{Path(path).stem}.gradcam.png", class_names)
         click.echo(f"{path}: {class_names[found.class_index]} {found.probability:.1%} -> {written}")
+
+
+def _explain_texts(run, paths, texts, out: Path, class_name) -> None:
+    from ..evaluation.explain_text import attribution_html, occlusion
+    from ..util import atomic_text
+
+    given = [(f"--text {i}", t) for i, t in enumerate(texts, 1)]
+    for path in paths:
+        lines = [line for line in _read_lines(path) if line.strip()]
+        given += [(f"{path}:{i}", line) for i, line in enumerate(lines, 1)]
+    if not given:
+        raise click.UsageError("give texts to explain: --text \"...\" or a .txt file (one text per line)")
+    out.mkdir(parents=True, exist_ok=True)
+    target = None if class_name is None else run.classes.index(class_name)
+    for n, (where, text) in enumerate(given, 1):
+        found = occlusion(run.model, run.spec, text, target)
+        written = out / f"text_{n}.html"
+        atomic_text(written, attribution_html(found, run.classes, where))
+        strongest = ", ".join(f"{w} {s:+.2f}" for w, s in found.strongest(5))
+        click.echo(f"{where}: {run.classes[found.class_index]} {found.probability:.1%}; strongest words: "
+                   f"{strongest} -> {written}")
+
+
+def _read_lines(path) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            return file.read().splitlines()
+    except OSError as err:
+        raise click.UsageError(f"{path}: cannot read it ({err.strerror})") from None
 
 
 def _examples(run) -> str:

@@ -21,8 +21,18 @@ from typing import Iterable, Sequence
 import numpy as np
 
 PAD, OOV = 0, 1
-_CLITIC = re.compile(r"(?i)(\w)(n't|'s|'re|'ve|'m|'ll|'d)\b")
-_TOKEN = re.compile(r"n't|'(?:s|re|ve|m|ll|d)\b|\d+(?:[.,]\d+)*|\w+(?:[-']\w+)*|-{2,}|\.{2,}|[^\w\s]")
+
+
+def patterns(word: str = r"\w", word_chars: str = r"\w", digit: str = r"\d") -> tuple[str, str]:
+    """``(clitic, token)`` regular expressions; the defaults are Python's Unicode classes, and an exported graph
+    passes RE2's spelling of the same classes (``[\\p{L}\\p{N}_]``...)."""
+    clitic = rf"({word})(n't|'s|'re|'ve|'m|'ll|'d)\b"
+    token = (rf"n't|'(?:s|re|ve|m|ll|d)\b|{digit}+(?:[.,]{digit}+)*|{word}+(?:[-']{word}+)*|-{{2,}}|\.{{2,}}"
+             rf"|[^{word_chars}\s]")
+    return clitic, token
+
+
+_CLITIC, _TOKEN = (re.compile(p) for p in patterns())
 
 
 def uses_words(source: str) -> bool:

@@ -40,8 +40,11 @@ def inference_fn(model: keras.Model):
         takes_dict = isinstance(model.input, dict)
     except AttributeError:  # a Sequential never called has no input yet: it takes a tensor
         takes_dict = False
-    if takes_dict:  # a text model: a dict of token batches, each kept in its own dtype
-        return lambda x: compiled({k: tf.convert_to_tensor(v) for k, v in x.items()}).numpy()
+    if takes_dict:  # a text model: a dict of token batches of any length, one trace for all of them
+        dtypes = {k: v.dtype for k, v in model.input.items()}
+        signature = [{k: tf.TensorSpec((None, None), dtype) for k, dtype in dtypes.items()}]
+        compiled = tf.function(lambda x: model(x, training=False), input_signature=signature)
+        return lambda x: compiled({k: tf.convert_to_tensor(x[k], dtypes[k]) for k in dtypes}).numpy()
     return lambda x: compiled(tf.convert_to_tensor(x, tf.float32)).numpy()
 
 
