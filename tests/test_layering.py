@@ -31,8 +31,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("finetune.training", "finetune.tracking"),
     # 6-7. run folders: what a run wrote, then training/evaluating/ensembling a run end to end
     ("finetune.run_folder",),
-    ("finetune.runs",),
-    # 8. what serves a finished run
+    ("finetune.runs", "finetune.export_text"),
+    # 8. what serves a finished run (export_text, a text run's graphs, sits below export, which dispatches to it)
     ("finetune.export", "finetune.serve"),
     # 9. the command line, and `python -m finetune`
     ("finetune.cli",),
