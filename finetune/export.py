@@ -128,7 +128,9 @@ def export(
         quantize: TFLite only: ``None`` (float32), ``"float16"`` (weights in float16)
             or ``"int8"`` (dynamic-range: int8 weights, float activations).
         images: Parity images: an ``(n, h, w, 3)`` array of RGB in [0, 255], or file
-            paths. Default: the run's test split, else 32 generated images.
+            paths. Default: the run's test split, else 32 generated images. For a text run: a list of texts
+            (default: up to 64 of its test split), compared in a fresh process that imports only TensorFlow and
+            TensorFlow Text (:mod:`finetune.export_text`).
 
     Returns:
         An :class:`ExportResult` with the file size and the :class:`Parity` figures.
@@ -184,7 +186,10 @@ def _export_text(run, format: str, quantize: str | None, out_path, texts) -> Exp
     expected = as_class_probs(run.predict(texts))
     if format == "savedmodel":
         export_text.export_text_savedmodel(run, out_path)
-        got, _ = export_text.serve_in_fresh_process(out_path, texts)
+        got, modules = export_text.serve_in_fresh_process(out_path, texts)
+        if modules:
+            raise ExportError(f"{out_path}: serving it loaded {', '.join(modules[:3])}: the SavedModel is not "
+                              "self-contained (it must need TensorFlow and TensorFlow Text only)")
     else:
         inputs = export_text.token_inputs(run, texts)
         _write(run.model, format, quantize, out_path)

@@ -68,7 +68,11 @@ def test_text_spec_normalises_and_tokenizes(tiny_bert):
     assert TextSpec.from_dict(spec.to_dict()) == spec
 
 
-def test_a_text_run_trains_predicts_and_reloads(tiny_bert, tmp_path):
+def test_a_text_run_trains_predicts_reloads_and_exports(tiny_bert, tmp_path):
+    """... and exports: a SavedModel carrying the whole spec (HTML, Unicode, tokenizer, cap), served by a process
+    that imports TensorFlow and TensorFlow Text only (else ExportError); TFLite on token ids, vocab.txt beside it."""
+    from finetune.export import export
+
     texts, labels = reviews(120)
     path = _csv(tmp_path / "reviews.csv", zip(texts, labels))
     run_dir, result, metrics = train(TrainConfig(data=str(path), backbone=tiny_bert, **RUN,
@@ -86,6 +90,12 @@ def test_a_text_run_trains_predicts_and_reloads(tiny_bert, tmp_path):
     assert out.exit_code == 0 and "--text 1:" in out.output, out.output
     out = CliRunner().invoke(main, ["evaluate", str(run_dir)])
     assert out.exit_code == 0 and "texts" in out.output, out.output
+    probe = ["Great&amp;tasty<br />tea\u00a0&nbsp; caf\u0065\u0301 " + "good " * 40, "", "  lovely\tfresh   tea  "]
+    saved = export(run_dir, "savedmodel", images=probe)  # entities, NBSP, NFD, over the cap, empty, spaces
+    assert saved.parity.n == 3 and saved.parity.max_abs_diff < 1e-5, saved.summary()
+    out = CliRunner().invoke(main, ["export", str(run_dir), "--format", "tflite"])
+    assert out.exit_code == 0 and "top-1 100.0%" in out.output, out.output
+    assert (run_dir / "export" / "vocab.txt").read_text().splitlines()[:3] == ["[PAD]", "[UNK]", "[CLS]"]
 
 
 def test_cached_phase_one_features_equal_the_live_model(tiny_bert):
@@ -144,11 +154,12 @@ def test_the_offline_minilm_fine_tunes_a_few_dozen_texts(tmp_path):
 
 
 def test_explain_scores_words_and_ensembles_average_text_runs(tiny_bert, tmp_path):
-    texts, labels = reviews(120)
+    texts, labels = reviews(48)
     path = _csv(tmp_path / "reviews.csv", zip(texts, labels))
     runs = []
     for seed in (0, 1):
-        run_dir, _, _ = train(TrainConfig(data=str(path), backbone=tiny_bert, **{**RUN, "seed": seed}, split_seed=0,
+        run_dir, _, _ = train(TrainConfig(data=str(path), backbone=tiny_bert, **{**RUN, "seed": seed, "head_epochs": 5,
+                                                                            "tune_epochs": 0}, split_seed=0,
                                           output=str(tmp_path / "runs"), name=f"s{seed}"), verbose=0)
         runs.append(run_dir)
     (tmp_path / "more.txt").write_text("awful stale soup\n\nlovely tea\n")
@@ -164,29 +175,6 @@ def test_explain_scores_words_and_ensembles_average_text_runs(tiny_bert, tmp_pat
     both, members = load_run(tmp_path / "runs" / "both"), [load_run(r) for r in runs]
     probe = ["great tea", "stale awful bread"]
     np.testing.assert_allclose(both.predict(probe), np.mean([m.predict(probe) for m in members], axis=0), atol=1e-5)
-
-
-def test_a_text_run_exports_a_savedmodel_on_raw_strings_and_token_models(tiny_bert, tmp_path):
-    """The SavedModel carries the whole spec (HTML, Unicode, tokenizer, cap) and serves in a process that imports
-    TensorFlow and TensorFlow Text only; TFLite takes token ids, with the vocabulary written beside it."""
-    from finetune.export import export
-    from finetune.export_text import serve_in_fresh_process
-
-    texts, labels = reviews(40)
-    texts[1] = "Great&amp;tasty<br />tea\u00a0&nbsp; caf\u0065\u0301 " + "good " * 40  # entities, NBSP, NFD, over the cap
-    path = _csv(tmp_path / "reviews.csv", zip(texts, labels))
-    run_dir, result, _ = train(TrainConfig(data=str(path), backbone=tiny_bert, weights="imagenet", head_epochs=2,
-                                           tune_epochs=0, batch_size=8, output=str(tmp_path / "runs"), name="t"),
-                               verbose=0)
-    out = CliRunner().invoke(main, ["export", str(run_dir), "--format", "savedmodel"])
-    assert out.exit_code == 0 and "top-1 100.0%" in out.output, out.output
-    probe = [texts[1], "", "awful stale soup", "  lovely\tfresh   tea  "]
-    probs, modules = serve_in_fresh_process(run_dir / "export" / "model_savedmodel", probe)
-    np.testing.assert_allclose(probs, result.predict(probe), atol=1e-5)
-    assert modules == [], modules  # no Keras, keras-hub or finetune needed to serve it
-    lite = export(run_dir, "tflite")
-    assert lite.parity.max_abs_diff < 1e-4 and (run_dir / "export" / "vocab.txt").exists()
-    assert (run_dir / "export" / "vocab.txt").read_text().splitlines()[:3] == ["[PAD]", "[UNK]", "[CLS]"]
 
 
 def test_cached_hidden_states_give_the_live_model_outputs(tiny_bert):

@@ -30,10 +30,17 @@ def average_models(models: Sequence[keras.Model], name: str = "ensemble") -> ker
     if len(shapes) > 1 or len(outputs) > 1:
         raise ConfigError(f"ensemble members differ in input shapes {sorted(shapes)} or output shapes {sorted(outputs)}")
     # Each member renamed: Keras needs unique layer names, and every run's model has the same name.
-    if isinstance(models[0].input, dict):  # text models: token batches by name
+    if _takes_dict(models[0]):  # text models: token batches by name
         inputs = {k: keras.Input(t.shape[1:], dtype=t.dtype, name=k) for k, t in models[0].input.items()}
         members = [keras.Model(m.input, m.outputs[0], name=f"member_{i}") for i, m in enumerate(models)]
         return keras.Model(inputs, keras.layers.Average(name="average")([m(inputs) for m in members]), name=name)
     inputs = keras.Input(models[0].inputs[0].shape[1:], name="image")
     members = [keras.Model(m.inputs[0], m.outputs[0], name=f"member_{i}") for i, m in enumerate(models)]
     return keras.Model(inputs, keras.layers.Average(name="average")([m(inputs) for m in members]), name=name)
+
+
+def _takes_dict(model: keras.Model) -> bool:
+    try:
+        return isinstance(model.input, dict)
+    except AttributeError:  # a Sequential never called has no input yet: it takes a tensor
+        return False
