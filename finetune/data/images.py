@@ -235,3 +235,13 @@ def _equal_channels(img: Image.Image) -> bool:
         return False
     rgb = np.asarray(img.convert("RGB").resize((32, 32)), dtype=np.int16)
     return bool(np.abs(rgb[..., 0] - rgb[..., 1]).max() <= 2 and np.abs(rgb[..., 1] - rgb[..., 2]).max() <= 2)
+
+
+def resize_plain(image: np.ndarray, size: int) -> np.ndarray:
+    """``image`` (H, W, 3) squashed to ``size`` x ``size`` by plain bilinear interpolation without antialiasing and
+    rounded to whole levels, as Darknet's and OpenCV's detectors resize (``cv2.resize``, ``INTER_LINEAR``): float32
+    in [0, 255]."""
+    import tensorflow as tf
+
+    resized = tf.image.resize(np.asarray(image, np.float32), (size, size), method="bilinear", antialias=False)
+    return np.clip(np.round(resized.numpy()), 0, 255).astype(np.float32)
