@@ -50,6 +50,8 @@ _PUBLIC = {
     "lr_find": "finetune.training.lr_find",
     "discriminative_optimizer": "finetune.training.optim", "make_optimizer": "finetune.training.optim",
     "make_schedule": "finetune.training.optim",
+    "TextSpec": "finetune.data.text", "load_yolo": "finetune.models.yolo", "Detection": "finetune.models.yolo",
+    "draw_detections": "finetune.evaluation.boxes",
 }
 __all__ = sorted(_PUBLIC)
 

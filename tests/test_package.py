@@ -17,14 +17,15 @@ import finetune
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
-PUBLIC_API = [
+PUBLIC_API = sorted([
     "Backbone", "ConfigError", "DataError", "ExportError", "FineTuneResult", "FinetuneError", "HeadConfig",
     "ImageFolder", "ImageSpec", "ModelParts", "Phase", "Recipe", "Run", "RunError", "TrainConfig", "Trainer", "TrainingDiverged", "UnfreezePolicy",
     "UnknownBackboneError", "augmentation", "build_classifier",
     "build_model", "classification_metrics", "discriminative_optimizer", "evaluate_split", "fine_tune", "fit_phase",
     "freeze", "get_backbone", "list_backbones", "load_image", "load_run", "lr_find", "make_dataset",
     "make_optimizer", "make_schedule", "mc_predict", "register", "resolve", "reuse", "scan_folder", "train",
-]
+    "TextSpec", "load_yolo", "Detection", "draw_detections",
+])
 
 
 def test_public_api_is_pinned():

@@ -35,16 +35,21 @@ def draw_detections(image: np.ndarray, detections: Sequence) -> "Image.Image":
     draw = ImageDraw.Draw(picture)
     width = max(2, round(max(picture.size) / 300))
     font = ImageFont.load_default(size=max(12, round(max(picture.size) / 45)))
-    for found in sorted(detections, key=lambda d: d.score):
-        x0, y0, x1, y1 = found.box
-        tint = colour(found.label)
-        draw.rectangle((x0, y0, x1, y1), outline=tint, width=width)
+    ranked = sorted(detections, key=lambda d: -d.score)
+    for found in ranked:
+        draw.rectangle(found.box, outline=colour(found.label), width=width)
+    placed: list[tuple[float, float, float, float]] = []
+    for found in ranked:  # labels of better boxes first; a later label moves down until it covers none
+        x0, y0 = found.box[:2]
         text = f"{found.label} {found.score:.2f}"
-        left, top, right, bottom = draw.textbbox((x0, y0), text, font=font)
-        lift = bottom - top + 2 * width
-        y = y0 - lift if y0 - lift >= 0 else y0
-        draw.rectangle((x0, y, x0 + right - left + 2 * width, y + lift), fill=tint)
-        draw.text((x0 + width, y + width - (top - y0)), text, fill=(0, 0, 0), font=font)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        w, h = right - left + 2 * width, bottom - top + 2 * width
+        y = y0 - h if y0 - h >= 0 else y0
+        while any(x0 < a1 and a0 < x0 + w and y < b1 and b0 < y + h for a0, b0, a1, b1 in placed):
+            y += h
+        placed.append((x0, y, x0 + w, y + h))
+        draw.rectangle((x0, y, x0 + w, y + h), fill=colour(found.label))
+        draw.text((x0 + width - left, y + width - top), text, fill=(0, 0, 0), font=font)
     return picture
 
 
