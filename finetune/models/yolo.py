@@ -57,11 +57,15 @@ class Detector:
         """Detections in each image (``(H, W, 3)`` RGB arrays of any size): boxes in the image's pixels."""
         from ..data.images import resize_plain
 
+        if getattr(self, "_forward", None) is None:  # traced once, for every image
+            import tensorflow as tf
+
+            signature = [tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.float32)]
+            self._forward = tf.function(lambda x: self.model(x, training=False), input_signature=signature)
         found = []
         for image in images:
             h, w = image.shape[:2]
-            batch = resize_plain(image, self.input_size)[None]
-            outputs = self.model(batch, training=False)
+            outputs = self._forward(resize_plain(image, self.input_size)[None])
             outputs = [np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
             boxes, scores = decode(outputs, self.heads, self.input_size)
             kept = non_max_suppression(boxes[0], scores[0], score=score, iou=iou)
