@@ -37,8 +37,9 @@ bench-data: venv
 	$(PY) -c "import rdata, sklearn" 2>/dev/null || $(PIP) install -q -e ".[bench]"
 	$(PY) bench/text_data.py
 
+# Two pytest-xdist workers (one test file each at a time: module fixtures stay in one process): 600 s -> 360 s.
 test: venv test-data
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-data: $(DARKNET)
 

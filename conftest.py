@@ -11,6 +11,9 @@ Tests that need files use pytest's ``tmp_path`` / ``tmp_path_factory`` (kept
 by pytest under ``pytest-of-<user>/`` in the system temp dir, the three newest
 sessions only); doctests that write files clean up after themselves.
 
+Under pytest-xdist (``make test`` runs two workers) the workers inherit the
+controller's folder and the controller checks it once they are done.
+
 Known writers outside our control, tolerated and removed with the folder:
 
 - TensorFlow's AutoGraph writes each converted function's source to
@@ -38,6 +41,8 @@ _STATE = pytest.StashKey[dict]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput") or os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # a pytest-xdist worker: it inherits the controller's folder (TMPDIR), which the controller checks
     system_tmp = tempfile.gettempdir()
     # pytest's own tmp_path folders stay where pytest keeps them (pytest-of-<user>/), outside the checked folder
     saved = {name: os.environ.get(name) for name in ("TMPDIR", "PYTEST_DEBUG_TEMPROOT")}
