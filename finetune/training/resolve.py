@@ -117,7 +117,9 @@ class Recipe:
             f"backbone       {c.from_model or c.backbone} ({c.weights} weights)",
             (f"input          {self.spec.size}x{self.spec.size} RGB 0-255, resize {self.spec.resize}"
              if self.spec.kind == "image" else
-             f"input          texts, {self.spec.sequence_length} tokens ({self.spec.tokenizer}'s tokenizer)"),
+             f"input          texts, {self.spec.sequence_length} "
+             + (f"words (GloVe's word tokens, {len(self.spec.vocabulary):,}-word vocabulary)" if self.spec.word_level
+                else f"tokens ({self.spec.tokenizer}'s tokenizer)")),
             f"split          val {c.val_split:g}, test {c.test_split:g}, seed {c.resolved_split_seed}",
             f"phase 1        {c.head_epochs} epochs at lr {c.lr:g}, {c.optimizer}, {c.schedule}"
             + (" on cached features" if c.cache_features else " on live inputs")
@@ -258,7 +260,8 @@ def _resolve_text(config: TrainConfig, facts: Facts) -> Recipe:
     if config.tune_patience is None and config.patience == defaults.patience:
         decided["tune_patience"] = TEXT_TUNE_PATIENCE
         notes.append(f"phase-2 patience {TEXT_TUNE_PATIENCE}: on the validation splits of the Fine Foods draws "
-                     "(300 and 1,000 reviews) phase 2's val loss was lowest at its 3rd-4th epoch and rose after")
+                     "(300, 1,000 and 4,000 reviews, minilm_l6) phase 2's val loss was lowest at its 2nd-4th epoch "
+                     "and rose after")
     given = [k for k in ("unfreeze_from", "unfreeze_blocks", "unfreeze_fraction") if decided[k] is not None]
     if not given:
         decided["unfreeze_blocks"] = 1 if word_level else 2
