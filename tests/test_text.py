@@ -215,3 +215,36 @@ def test_phase_two_on_cached_states_trains_as_the_live_model_does(tiny_bert):
     np.testing.assert_allclose(tune[0], tune[1], rtol=1e-4)
     for a, b in zip(cached.model.get_weights(), live.model.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_a_text_run_killed_in_phase_two_resumes_to_the_same_weights(tiny_bert, tmp_path):
+    """kill -9 after a phase-2 epoch on cached hidden states, then --resume: the batches are replayed (seeded per
+    epoch), so the final weights equal an uninterrupted run's."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    texts, labels = reviews(48)
+    path = _csv(tmp_path / "reviews.csv", zip(texts, labels))
+    config = dict(data=str(path), backbone=tiny_bert, weights="imagenet", head_epochs=2, tune_epochs=3, batch_size=8,
+                  unfreeze_blocks=1, patience=0, output=str(tmp_path / "runs"))
+    driver = Path(__file__).parent / "resume_driver.py"
+
+    def drive(name, **extra):
+        args = json.dumps({"config": {**config, "name": name}, **extra})
+        return subprocess.run([sys.executable, str(driver), args], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+    assert drive("straight").returncode == 0
+    assert drive("killed", kill_at=3).returncode == -signal.SIGKILL  # after phase 2's first epoch
+    run_dir = tmp_path / "runs" / "killed"
+    assert json.loads((run_dir / "checkpoint" / "state.json").read_text())["phase"] == "tune"
+    resumed = drive("killed", resume=str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    straight, again = load_run(tmp_path / "runs" / "straight"), load_run(run_dir)
+    assert any("cached hidden states" in n for n in again.recipe.notes) or again.recipe.config.tune_inputs == "activations"
+    for a, b in zip(straight.model.get_weights(), again.model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
