@@ -74,7 +74,7 @@ class Predictor:
         if not text.strip():
             raise DataError("the text is empty: type or paste a text")
         with self._lock:
-            found = occlusion(self.model, self.spec, text)
+            found = occlusion(self.model, self.spec, text, forward=self._forward)
         answer = self._decided(found.probabilities)
         answer.update(text=text[:200], words=found.to_dict(self.class_names))
         return answer

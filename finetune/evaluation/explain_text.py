@@ -70,9 +70,11 @@ def _words(spec, text: str, ids: np.ndarray, mask: np.ndarray) -> list[tuple[str
     return words
 
 
-def occlusion(model, spec, text: str, class_index: int | None = None, *, batch_size: int = 32) -> TokenAttribution:
+def occlusion(model, spec, text: str, class_index: int | None = None, *, batch_size: int = 32,
+              forward=None) -> TokenAttribution:
     """Occlusion scores of every word of ``text`` (cut at the spec's cap) for ``class_index`` (default: the
-    predicted class). ``model`` is a text run's model; ``spec`` its :class:`~finetune.data.text.TextSpec`."""
+    predicted class). ``model`` is a text run's model; ``spec`` its :class:`~finetune.data.text.TextSpec`;
+    ``forward``: ``inference_fn(model)`` when the caller already holds one (a server, traced once)."""
     from .predict import as_class_probs, inference_fn
 
     inputs = spec.prepare([text])
@@ -84,7 +86,7 @@ def occlusion(model, spec, text: str, class_index: int | None = None, *, batch_s
         copies["padding_mask"][row, positions] = False
         if spec.word_level:
             copies["token_ids"][row, positions] = 0
-    forward = inference_fn(model)
+    forward = forward or inference_fn(model)
     probs = np.concatenate([as_class_probs(forward({k: v[i:i + batch_size] for k, v in copies.items()}))
                             for i in range(0, len(words) + 1, batch_size)])
     target = int(np.argmax(probs[0])) if class_index is None else int(class_index)

@@ -161,6 +161,7 @@ def build_glove_model(backbone: GloveBackbone, num_classes: int, sequence_length
     mean -> head; returned as :class:`~finetune.models.build.ModelParts` whose ``base`` is the embedding."""
     from .build import ModelParts
     from .freeze import freeze
+    from .text_backbones import safe_name
 
     if not vocabulary:
         raise ConfigError("a GloVe model needs the task's vocabulary (the text spec's `vocabulary`)")
@@ -172,7 +173,7 @@ def build_glove_model(backbone: GloveBackbone, num_classes: int, sequence_length
     mask = keras.Input((None,), dtype="bool", name="padding_mask")
     embedding = keras.layers.Embedding(len(matrix), backbone.dim, name="glove_embedding",
                                        embeddings_initializer=keras.initializers.Constant(matrix))
-    base = keras.Model(ids, embedding(ids), name=_safe(backbone.name))
+    base = keras.Model(ids, embedding(ids), name=safe_name(backbone.name))
     freeze(base)
     states = keras.Input((None, backbone.dim), name="word_vectors")
     states_mask = keras.Input((None,), dtype="bool", name="word_mask")
@@ -183,14 +184,8 @@ def build_glove_model(backbone: GloveBackbone, num_classes: int, sequence_length
     dropped = keras.layers.SpatialDropout1D(WORD_DROPOUT, name="word_dropout")(states) if WORD_DROPOUT else states
     classifier = keras.Model([states, states_mask], top(pool(conv(dropped), states_mask)), name="glove_classifier")
     model = keras.Model({"token_ids": ids, "padding_mask": mask}, classifier([base(ids), mask]),
-                        name=f"finetune_text_{_safe(backbone.name)}")
+                        name=f"finetune_text_{safe_name(backbone.name)}")
     parts = ModelParts(model, base, pool, classifier, None, None, backbone, sequence_length)
     parts.vocabulary_found = found
     return parts
-
-
-def _safe(name: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_]+", "_", os.path.basename(name.rstrip("/")))[:40] or "glove"
 

@@ -159,7 +159,7 @@ def build_text_model(backbone: TextBackbone | keras.Model, num_classes: int, seq
     head = head or HeadConfig(pooling="avg")
     inputs = {name: keras.Input((None,), dtype=dtype, name=name)  # batches are cut to their longest text
               for name, dtype in (("token_ids", "int32"), ("padding_mask", "bool"), ("segment_ids", "int32"))
-              if name in _input_names(encoder)}
+              if name in input_names(encoder)}
     pool = keras.layers.GlobalAveragePooling1D(name="masked_mean")
 
     def pooled(x, training=False):
@@ -168,16 +168,18 @@ def build_text_model(backbone: TextBackbone | keras.Model, num_classes: int, seq
 
     features = pooled(inputs)
     classifier = build_classifier(int(features.shape[-1]), num_classes, head, multi_label=multi_label)
-    model = keras.Model(inputs, classifier(features), name=f"finetune_text_{_safe(spec.name)}")
+    model = keras.Model(inputs, classifier(features), name=f"finetune_text_{safe_name(spec.name)}")
     return ModelParts(model, encoder, pool, classifier, None, None, spec, sequence_length, features=pooled)
 
 
-def _input_names(encoder: keras.Model) -> list[str]:
+def input_names(encoder: keras.Model) -> list[str]:
+    """The token inputs ``encoder`` takes, by name."""
     names = encoder.input if isinstance(encoder.input, dict) else {}
     return list(names) or ["token_ids", "padding_mask", "segment_ids"]
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
+    """``name`` (a preset, a folder, ``glove:PATH``) as a Keras model name."""
     import re
 
     return re.sub(r"[^A-Za-z0-9_]+", "_", os.path.basename(name.rstrip("/")))[:40]

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from ..data.text import bucketed_batches, batch_order
+from ..models.text_backbones import input_names
 
 
 @dataclass
@@ -81,7 +82,7 @@ class TextCut:
 
         inputs = spec.tokenize(texts)
         lengths = inputs["padding_mask"].sum(axis=1).astype(np.int64)
-        names = [n for n in inputs if n in _input_names(self.bottom)]
+        names = [n for n in inputs if n in input_names(self.bottom)]
         bottom = tf.function(lambda x: self.bottom(x, training=False), reduce_retracing=True)
         rows: list[Any] = [None] * len(texts)
         batches = batch_order(lengths, batch_size, None)
@@ -159,10 +160,6 @@ def _padded(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     for i, row in enumerate(rows):
         states[i, :len(row)], mask[i, :len(row)] = row, True
     return states, mask
-
-
-def _input_names(model: keras.Model) -> list[str]:
-    return list(model.input) if isinstance(model.input, dict) else ["token_ids", "padding_mask", "segment_ids"]
 
 
 def _input_tensor(encoder: keras.Model, name: str):
