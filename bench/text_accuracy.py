@@ -128,7 +128,10 @@ LABELS = {"tfidf": "TF-IDF + LR", "finetune": "finetune", "glove": "GloVe recipe
 # ---------------------------------------------------------------------------- the table
 
 
-def run(methods: list[str], sizes: list[int], draws: int, data: str) -> list[dict[str, Any]]:
+def run(methods: list[str], sizes: list[int], draws: int, data: str,
+        earlier: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Every (method, N, draw) cell; a cell found in ``earlier`` (an earlier ``--json``) is taken, not rerun."""
+    done = {(r["method"], r["n"], r["draw"]): r for r in earlier}
     rows = []
     for method in methods:
         _, deterministic = METHODS[method]
@@ -137,10 +140,14 @@ def run(methods: list[str], sizes: list[int], draws: int, data: str) -> list[dic
                 if deterministic and n >= FULL and draw > 0:
                     rows.append({**rows[-1], "draw": draw, "reused": True})
                     continue
-                result = in_child(__file__, method, {"n": n, "draw": draw, "data": data})
-                row = {"method": method, "n": n, "draw": draw, **result}
+                if (method, n, draw) in done:
+                    row = {**done[method, n, draw], "earlier": True}
+                else:
+                    result = in_child(__file__, method, {"n": n, "draw": draw, "data": data})
+                    row = {"method": method, "n": n, "draw": draw, **result}
                 rows.append(row)
-                print(f"  {LABELS[method]:<12} N={n:>5,} draw {draw}: accuracy {row['accuracy']:.1%}, balanced "
+                print(f"  {LABELS[method]:<12} N={n:>5,} draw {draw}{' (earlier run)' if row.get('earlier') else ''}: "
+                      f"accuracy {row['accuracy']:.1%}, balanced "
                       f"{row['balanced']:.1%} ({row['detail']}), fit {row['fit_s']:.1f} s, wall {row['wall_s']:.1f} s",
                       flush=True)
     return rows
@@ -169,6 +176,26 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _paired(rows: list[dict[str, Any]], method: str) -> str:
+    """``method`` minus TF-IDF on the same draw, mean +- stdev over draws, per N; '' unless every N has 2+ draws."""
+    tfidf = {(r["n"], r["draw"]): r for r in rows if r["method"] == "tfidf"}
+    sizes = sorted({r["n"] for r in rows if r["method"] == method})
+    cells = []
+    for n in sizes:
+        pairs = [(r, tfidf[n, r["draw"]]) for r in rows if r["method"] == method and r["n"] == n
+                 and (n, r["draw"]) in tfidf]
+        if len(pairs) < 2:
+            return ""
+        gaps = [a["accuracy"] - b["accuracy"] for a, b in pairs]
+        balanced = [a["balanced"] - b["balanced"] for a, b in pairs]
+        walls = [a["wall_s"] for a, _ in pairs]
+        cells.append(f"{statistics.fmean(gaps):+.1%} +- {statistics.stdev(gaps):.1%} "
+                     f"({statistics.fmean(balanced):+.1%} +- {statistics.stdev(balanced):.1%} balanced, "
+                     f"wall {min(walls):.0f}-{max(walls):.0f} s)")
+    return (f"{LABELS[method]} minus TF-IDF, paired over {len(pairs)} draws, at "
+            f"{' / '.join(f'{n:,}' for n in sizes)} reviews: {' / '.join(cells)}")
+
+
 def headline(rows: list[dict[str, Any]]) -> str:
     first = {r["n"]: r for r in rows if r["method"] == "tfidf" and r["draw"] == 0}
     if not first:
@@ -184,6 +211,10 @@ def headline(rows: list[dict[str, Any]]) -> str:
             f"{' / '.join(f'{n:,}' for n in sizes)} reviews; issue 23: {issue} (balanced {issue_bal}); fits {fits} s")
     parts = []
     for method in ("finetune", "glove"):
+        paired = _paired(rows, method)
+        if paired:
+            parts.append(paired)
+            continue
         tuned = {r["n"]: r for r in rows if r["method"] == method and r["draw"] == 0}
         if tuned:
             gaps = " / ".join(f"{tuned[n]['accuracy'] - first[n]['accuracy']:+.1%} ({tuned[n]['balanced'] - first[n]['balanced']:+.1%}"
@@ -202,6 +233,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke: N=300, one draw")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--table", type=Path, help="print the table and headline of rows a --json run wrote")
+    parser.add_argument("--reuse", type=Path, help="take the cells an earlier --json run measured instead of rerunning them")
     args = parser.parse_args()
     if args.table:
         rows = json.loads(args.table.read_text())
@@ -219,7 +251,8 @@ def main() -> None:
     print(f"data: {args.data} (train {FULL:,} reviews, official test 1,000); sizes {args.sizes}, "
           f"{args.draws} draw(s) (train_test_split(stratify=label, random_state=draw))", flush=True)
     start = time.perf_counter()
-    rows = run(args.methods, args.sizes, args.draws, args.data)
+    earlier = json.loads(args.reuse.read_text()) if args.reuse else []
+    rows = run(args.methods, args.sizes, args.draws, args.data, earlier)
     print()
     print(table(rows))
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
