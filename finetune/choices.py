@@ -70,6 +70,10 @@ OFFLINE_TEXT_CHECKPOINTS: dict[str, tuple[str, str, str]] = {
 }
 
 #: keras-hub text families finetune fine-tunes (their presets, e.g. ``bert_base_en_uncased``, need a download).
+#: Detectors ``finetune train`` fine-tunes on boxes (COCO JSON, VOC, YOLO folders); ``darknet:CFG[,WEIGHTS]`` too.
+DETECTOR_BACKBONES = ("yolov4_tiny",)
+DETECTOR_PREFIX = "darknet:"
+
 TEXT_PRESET_PREFIXES = ("bert_", "distil_bert_", "roberta_", "deberta_v3_", "albert_", "electra_", "xlm_roberta_")
 
 #: What each schedule needs beyond a learning rate: ``{schedule: (required config keys, optional config keys)}``.

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from .choices import (
-    BUILTIN_BACKBONES, OFFLINE_TEXT_CHECKPOINTS, SCHEDULE_PARAMETERS, TEXT_PRESET_PREFIXES, AUGMENT_PRESETS, BN_STATS, CACHE_DTYPES, CLASS_WEIGHTS, DECISIONS, DEFAULT_RESIZE, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, SCHEDULES, STRATEGIES,
+    BUILTIN_BACKBONES, DETECTOR_BACKBONES, DETECTOR_PREFIX, OFFLINE_TEXT_CHECKPOINTS, SCHEDULE_PARAMETERS, TEXT_PRESET_PREFIXES, AUGMENT_PRESETS, BN_STATS, CACHE_DTYPES, CLASS_WEIGHTS, DECISIONS, DEFAULT_RESIZE, LOOPS, OPTIMIZERS, POOLINGS, PRECISIONS, SCHEDULES, STRATEGIES,
     RESIZE_POLICIES, TUNE_INPUTS,
 )
 from .errors import ConfigError, UnknownBackboneError
@@ -269,11 +269,11 @@ def _check_backbone(name: str) -> None:
     import os
     import sys
 
-    known = set(BUILTIN_BACKBONES) | set(OFFLINE_TEXT_CHECKPOINTS)
+    known = set(BUILTIN_BACKBONES) | set(OFFLINE_TEXT_CHECKPOINTS) | set(DETECTOR_BACKBONES)
     registry = sys.modules.get("finetune.models.backbones.registry")
     if registry is not None:
         known |= {b.name for b in registry.list_backbones()}
-    text_like = name.startswith((*TEXT_PRESET_PREFIXES, "hf://", "glove:")) or os.path.isdir(os.path.expanduser(name))
+    text_like = name.startswith((*TEXT_PRESET_PREFIXES, "hf://", "glove:", DETECTOR_PREFIX)) or os.path.isdir(os.path.expanduser(name))
     if name not in known and not text_like:
         hint = suggest(name, sorted(known)).strip()
         raise UnknownBackboneError(f"backbone: {name!r} is not a known backbone. {hint + ' ' if hint else ''}"

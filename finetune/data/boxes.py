@@ -185,3 +185,112 @@ def read_yolo(folder: str | os.PathLike) -> BoxSet:
             raw.append((corners, c if 0 <= c < len(names) else None, parts[0]))
         _add(result, str(path), path.name, raw, (width, height))
     return result
+
+
+# -- what ``finetune train`` reads as boxes ------------------------------------------------------------------------
+
+SPLIT_FILES = ("train", "val", "test")
+
+
+def is_box_data(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds boxes: a ``.json`` file, or a folder with ``train.json``, Pascal VOC ``.xml`` files
+    (or an ``Annotations/`` folder of them) or a YOLO ``classes.txt`` / ``data.yaml``."""
+    path = Path(path)
+    if path.is_file():
+        return path.suffix.lower() == ".json"
+    if not path.is_dir():
+        return False
+    return ((path / "train.json").is_file() or (path / "classes.txt").is_file() or (path / "data.yaml").is_file()
+            or any(path.glob("*.xml")) or (path / "Annotations").is_dir())
+
+
+def read_boxes(path: str | os.PathLike, images: str | os.PathLike | None = None) -> dict[str, BoxSet]:
+    """The boxes at ``path`` (see :func:`is_box_data`) by split: ``{"all": BoxSet}`` to be split by the run, or
+    ``{"train", "val"[, "test"]}`` for a folder of ``train.json``, ``val.json``, ``test.json``.
+
+    Raises:
+        DataError: ``path`` holds no boxes finetune reads, or split files disagree on the classes.
+    """
+    path = Path(path)
+    if path.is_file():
+        return {"all": read_coco(path, images)}
+    if (path / "train.json").is_file():
+        splits = {s: read_coco(path / f"{s}.json", images) for s in SPLIT_FILES if (path / f"{s}.json").is_file()}
+        names = splits["train"].class_names
+        for split, boxes in splits.items():
+            if boxes.class_names != names:
+                raise DataError(f"{path / (split + '.json')}: its categories {boxes.class_names} differ from "
+                                f"train.json's {names}; give every split the same categories")
+        return splits
+    if (path / "classes.txt").is_file() or (path / "data.yaml").is_file():
+        return {"all": read_yolo(path)}
+    xml_folder = path / "Annotations" if (path / "Annotations").is_dir() else path
+    if any(xml_folder.glob("*.xml")):
+        return {"all": read_voc(xml_folder, images)}
+    raise DataError(f"{path}: no boxes found; give a COCO instances .json, a folder with train.json [val.json "
+                    "test.json], a Pascal VOC folder of .xml files, or a YOLO folder with classes.txt or data.yaml")
+
+
+def split_boxes(boxes: dict[str, BoxSet], val_split: float, test_split: float, seed: int) -> dict[str, BoxSet]:
+    """``{"train", "val", "test"}``: an ``"all"`` set is split by image in a seeded shuffle (``val_split`` and
+    ``test_split`` fractions, each at least one image when above 0); given splits are kept (a missing val is
+    carved from train)."""
+    if "all" in boxes:
+        whole = boxes["all"]
+        order = np.random.default_rng(seed).permutation(len(whole.items))
+        n_val = max(1, round(val_split * len(order))) if val_split > 0 else 0
+        n_test = max(1, round(test_split * len(order))) if test_split > 0 else 0
+        if n_val + n_test >= len(order):
+            raise DataError(f"{len(order)} image(s) cannot be split into train, {n_val} val and {n_test} test: "
+                            "add images or lower --val-split / --test-split")
+        parts = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+        return {name: BoxSet(whole.class_names, [whole.items[i] for i in sorted(idx)],
+                             whole.skipped if name == "train" else []) for name, idx in parts.items()}
+    result = dict(boxes)
+    if "val" not in result:
+        carved = split_boxes({"all": result["train"]}, val_split, 0.0, seed)
+        result["train"], result["val"] = carved["train"], carved["val"]
+    result.setdefault("test", BoxSet(result["train"].class_names))
+    return result
+
+
+@dataclass
+class BoxSplit:
+    """One split decoded at the input size: images ``(N, S, S, 3)`` uint8, boxes as pixel corners at that size."""
+
+    paths: list[str]
+    images: np.ndarray
+    boxes: list[np.ndarray]
+    labels: list[np.ndarray]
+    sizes: list[tuple[int, int]]  # each image's own (width, height)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def original_boxes(self, i: int) -> np.ndarray:
+        """Image ``i``'s boxes in its own pixels."""
+        side = self.images.shape[1]
+        w, h = self.sizes[i]
+        return self.boxes[i] * np.array([w / side, h / side, w / side, h / side], np.float32)
+
+
+def decode_boxes(boxes: BoxSet, size: int) -> BoxSplit:
+    """Every image of ``boxes`` plainly resized to ``size`` x ``size`` (as the cfg trains), boxes scaled with it.
+
+    Raises:
+        DataError: an image cannot be decoded (names the file).
+    """
+    from .images import load_image, resize_plain
+
+    images, scaled, sizes = [], [], []
+    for path, corners, _ in boxes.items:
+        try:
+            image = load_image(path)
+        except Exception as err:  # noqa: BLE001 - any decoder error is the file's
+            raise DataError(f"{path}: cannot be decoded as an image ({err}); remove it from the annotations") from None
+        h, w = image.shape[:2]
+        images.append(resize_plain(image, size).astype(np.uint8))
+        scaled.append(np.asarray(corners, np.float32).reshape(-1, 4) * np.array([size / w, size / h] * 2, np.float32))
+        sizes.append((w, h))
+    stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    return BoxSplit([p for p, _, _ in boxes.items], stacked, scaled, [lab for _, _, lab in boxes.items], sizes)

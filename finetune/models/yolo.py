@@ -118,33 +118,48 @@ class ChannelGroup(keras.layers.Layer):
         return {**super().get_config(), "groups": self.groups, "group_id": self.group_id}
 
 
-def build_darknet(sections: list[dict[str, str]], input_size: int | None = None):
+def build_darknet(sections: list[dict[str, str]], input_size: int | None = None, *,
+                  reuse: keras.Model | None = None, start: int = 0, feeds: dict[int, "keras.KerasTensor"] | None = None):
     """``(keras.Model, [YoloHead])`` of a cfg: RGB [0, 255] in; the raw grid before each ``[yolo]`` out (or the
-    last layer's output when there is none). Layers: convolutional, route, shortcut, maxpool, upsample, yolo."""
+    last layer's output when there is none). Layers: convolutional, route, shortcut, maxpool, upsample, yolo.
+
+    ``start`` and ``feeds`` build the part of the network from section ``start`` on, whose inputs are the earlier
+    sections' outputs in ``feeds`` (section index -> ``keras.Input``); ``reuse`` takes the layers (and so the
+    weights) of that already-built model instead of making new ones.
+    """
     net = sections[0]
     size = input_size or int(net.get("width", 416))
     channels = int(net.get("channels", 3))
-    inputs = keras.Input((size, size, channels), name="image")
-    x = keras.layers.Rescaling(1 / 255, name="rgb_0_1")(inputs)
-    outputs, raw, heads = [], [], []
+    made = _LayerMaker(reuse)
+    if start == 0:
+        inputs = keras.Input((size, size, channels), name="image")
+        x = made(keras.layers.Rescaling, 1 / 255, name="rgb_0_1")(inputs)
+        outputs: list = []
+    else:
+        inputs = [feeds[i] for i in sorted(feeds)]
+        outputs = [feeds.get(i) for i in range(start)]
+        x = outputs[-1]
+    raw, heads = [], []
     for i, section in enumerate(sections[1:]):
+        if i < start:
+            continue
         kind = section["type"]
         if kind == "convolutional":
-            x = _convolution(x, section, i)
+            x = _convolution(x, section, i, made)
         elif kind == "route":
             picked = [outputs[int(v) if int(v) >= 0 else i + int(v)] for v in section["layers"].split(",")]
             groups = int(section.get("groups", 1))
             if groups > 1:
-                picked = [ChannelGroup(groups, int(section.get("group_id", 0)), name=f"route_{i}")(picked[0])]
-            x = picked[0] if len(picked) == 1 else keras.layers.Concatenate(name=f"route_{i}")(picked)
+                picked = [made(ChannelGroup, groups, int(section.get("group_id", 0)), name=f"route_{i}")(picked[0])]
+            x = picked[0] if len(picked) == 1 else made(keras.layers.Concatenate, name=f"route_{i}")(picked)
         elif kind == "shortcut":
-            x = keras.layers.Add(name=f"shortcut_{i}")([x, outputs[i + int(section["from"])]])
+            x = made(keras.layers.Add, name=f"shortcut_{i}")([x, outputs[i + int(section["from"])]])
         elif kind == "maxpool":
             pool, stride = int(section["size"]), int(section.get("stride", section["size"]))
-            x = keras.layers.MaxPooling2D(pool, stride, padding="valid" if pool == stride else "same",
-                                          name=f"maxpool_{i}")(x)
+            x = made(keras.layers.MaxPooling2D, pool, stride, padding="valid" if pool == stride else "same",
+                     name=f"maxpool_{i}")(x)
         elif kind == "upsample":
-            x = keras.layers.UpSampling2D(int(section.get("stride", 2)), name=f"upsample_{i}")(x)
+            x = made(keras.layers.UpSampling2D, int(section.get("stride", 2)), name=f"upsample_{i}")(x)
         elif kind == "yolo":
             raw.append(x)
             heads.append(_head(section))
@@ -155,20 +170,32 @@ def build_darknet(sections: list[dict[str, str]], input_size: int | None = None)
     return keras.Model(inputs, model_outputs if len(model_outputs) > 1 else model_outputs[0], name="darknet"), heads
 
 
-def _convolution(x, section: dict[str, str], i: int):
+class _LayerMaker:
+    """Makes a layer, or takes the layer of that name from an already-built model."""
+
+    def __init__(self, reuse: keras.Model | None):
+        self.reuse = reuse
+
+    def __call__(self, cls, *args, name: str, **kwargs):
+        if self.reuse is not None:
+            return self.reuse.get_layer(name)
+        return cls(*args, name=name, **kwargs)
+
+
+def _convolution(x, section: dict[str, str], i: int, made: _LayerMaker):
     filters, size, stride = int(section["filters"]), int(section["size"]), int(section.get("stride", 1))
     pad = int(section.get("pad", 0))
     if stride > 1:  # Darknet pads (size-1)//2 on each side, but a stride-2 output never reads the bottom/right pad
-        x = keras.layers.ZeroPadding2D(((size // 2, 0), (size // 2, 0)), name=f"pad_{i}")(x)
+        x = made(keras.layers.ZeroPadding2D, ((size // 2, 0), (size // 2, 0)), name=f"pad_{i}")(x)
         padding = "valid"
     else:
         padding = "same" if (pad and size > 1) else "valid"
-    x = keras.layers.Conv2D(filters, size, stride, padding=padding, use_bias=True, name=f"conv_{i}")(x)
+    x = made(keras.layers.Conv2D, filters, size, stride, padding=padding, use_bias=True, name=f"conv_{i}")(x)
     activation = section.get("activation", "linear")
     if activation == "leaky":
-        x = keras.layers.LeakyReLU(negative_slope=0.1, name=f"leaky_{i}")(x)
+        x = made(keras.layers.LeakyReLU, negative_slope=0.1, name=f"leaky_{i}")(x)
     elif activation == "mish":
-        x = keras.layers.Activation("mish", name=f"mish_{i}")(x)
+        x = made(keras.layers.Activation, "mish", name=f"mish_{i}")(x)
     elif activation != "linear":
         raise ConfigError(f"Darknet activation {activation!r} (section {i + 1}) is not supported")
     return x
@@ -239,13 +266,15 @@ def decode(outputs: list[np.ndarray], heads: list[YoloHead], input_size: int) ->
     return np.concatenate(boxes, 1).astype(np.float32), np.concatenate(scores, 1).astype(np.float32)
 
 
-def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, *, score: float = 0.2, iou: float = 0.45):
-    """Per class, greedy: boxes over ``score`` in decreasing score, each dropping later ones that overlap it by more
-    than ``iou``. Returns ``[(box cx, cy, w, h), score, class)]`` by decreasing score."""
+def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, *, score: float = 0.2, iou: float = 0.45,
+                        top_k: int | None = None):
+    """Per class, greedy: boxes over ``score`` in decreasing score (the best ``top_k`` of them, when given), each
+    dropping later ones that overlap it by more than ``iou``. Returns ``[(box cx, cy, w, h), score, class)]`` by
+    decreasing score."""
     kept = []
     for c in range(scores.shape[1]):
         candidates = np.flatnonzero(scores[:, c] > score)
-        order = candidates[np.argsort(-scores[candidates, c], kind="stable")]
+        order = candidates[np.argsort(-scores[candidates, c], kind="stable")][:top_k]
         corners = _corners(boxes[order])
         alive = np.ones(len(order), bool)
         for i in range(len(order)):
