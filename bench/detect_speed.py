@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 REPEAT = 7
 
 
-def main() -> None:
+def measure(verbose: bool = True) -> dict:
+    """``{"finetune", "opencv"}`` images/s over the same span (see the module docstring)."""
     import cv2
 
     from bench.common import machine
@@ -52,8 +53,9 @@ def main() -> None:
         boxes[:, :2] -= boxes[:, 2:] / 2
         return cv2.dnn.NMSBoxesBatched(boxes.tolist(), best[keep].tolist(), classes[keep].tolist(), 0.2, 0.45)
 
-    print(f"machine: {machine()}; {len(paths)} images (8 photos x {REPEAT}); OpenCV {cv2.__version__}")
-    rates = {}
+    if verbose:
+        print(f"machine: {machine()}; {len(paths)} images (8 photos x {REPEAT}); OpenCV {cv2.__version__}")
+    rates = {"images": len(paths)}
     for name, run in (("finetune", ours), ("opencv", theirs)):
         for path in paths[:8]:
             run(path)  # warm-up
@@ -61,7 +63,13 @@ def main() -> None:
         for path in paths:
             run(path)
         rates[name] = len(paths) / (time.perf_counter() - start)
-        print(f"  {name:<9} {rates[name]:.1f} images/s", flush=True)
+        if verbose:
+            print(f"  {name:<9} {rates[name]:.1f} images/s", flush=True)
+    return rates
+
+
+def main() -> None:
+    rates = measure()
     print(f"detect --coco {rates['finetune']:.1f} images/s vs OpenCV {rates['opencv']:.1f}: "
           f"{rates['finetune'] / rates['opencv']:.2f}x (goal >= 0.5x)")
 

@@ -76,6 +76,11 @@ def plan_detection(config: TrainConfig) -> tuple[dict[str, BoxSet], DetectionRec
 
 
 def _sections_only(name: str):
+    from .choices import DETECTOR_BACKBONES
+
+    if name not in DETECTOR_BACKBONES and not name.startswith("darknet:"):
+        raise ConfigError(f"backbone {name!r} is not a detector; boxes train {', '.join(DETECTOR_BACKBONES)} or "
+                          "darknet:CFG[,WEIGHTS] (a Darknet cfg with [yolo] heads)")
     if name.startswith("darknet:"):
         cfg = name[len("darknet:"):].partition(",")[0]
         try:

@@ -142,6 +142,10 @@ def train(data_dir, config_path, overwrite, resume_dir, quiet, dry_run, **option
     config = TrainConfig.from_dict({**base, **given})  # every static check, before TensorFlow starts
     if not config.data:
         raise click.UsageError("give DATA_DIR or a --config with a `data:` entry")
+    from ..data.boxes import is_box_data
+
+    if is_box_data(config.data):
+        return _train_detector(config, overwrite, resume_dir, quiet, dry_run)
     _start_tensorflow()
     from ..runs import plan, train as run_training
 
@@ -164,6 +168,30 @@ def train(data_dir, config_path, overwrite, resume_dir, quiet, dry_run, **option
                    f"(micro F1 {metrics['micro_f1']:.3f}, macro F1 {metrics['macro_f1']:.3f})")
     elif metrics:
         click.echo(f"{metrics['split']} accuracy: {metrics['accuracy']:.2%} on {metrics['n']} images")
+    click.echo(f"run folder: {run_dir}\nreport: {run_dir / 'report.md'}")
+
+
+def _train_detector(config, overwrite: bool, resume_dir, quiet: bool, dry_run: bool) -> None:
+    """Boxes (COCO JSON, a folder of train/val/test.json, VOC or YOLO folders): the detection recipe."""
+    if resume_dir:
+        raise click.UsageError("--resume: detection runs cannot resume yet; start the run again")
+    _start_tensorflow()
+    from ..detection_runs import plan_detection, train_detection
+
+    if dry_run:
+        splits, recipe, _ = plan_detection(config)
+        for name, boxes in splits.items():
+            click.echo(f"{name:<14} {boxes.summary()}")
+        click.echo(recipe.describe())
+        click.echo("dry run: nothing built or trained")
+        return
+    if not quiet:
+        click.echo(f"finetune: training a detector on the boxes of {config.data}")
+    run_dir, result, metrics = train_detection(config, overwrite=overwrite, log=(lambda _: None) if quiet else click.echo)
+    click.echo(f"kept: {result.kept} ({result.reason})")
+    if metrics and metrics.get("map50") is not None:
+        click.echo(f"test mAP@0.5: {metrics['map50']:.1%}, mAP (0.5:0.95): {metrics['map']:.1%} on {metrics['images']} "
+                   f"images, {metrics['boxes']} boxes")
     click.echo(f"run folder: {run_dir}\nreport: {run_dir / 'report.md'}")
 
 

@@ -48,6 +48,7 @@ class DetectionResult:
     reason: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     cut: list[str] = field(default_factory=list)
+    head_weights: list | None = None  # phase 1's best weights (what the model holds when phase 1 is kept)
 
 
 def build_for(recipe: DetectionRecipe, sections, source: keras.Model | None):
@@ -275,7 +276,7 @@ class DetectorTraining:
             reason = "no validation boxes: the last weights are kept"
         if kept == "head":
             self.model.set_weights(head_weights)
-        return DetectionResult(self.model, self.heads, self.history, kept, reason, timings, self.cut)
+        return DetectionResult(self.model, self.heads, self.history, kept, reason, timings, self.cut, head_weights)
 
 
 def _fmt(value) -> str:
