@@ -178,7 +178,7 @@ def worst_images(split: BoxSplit, found, class_names, count: int = 6) -> list[in
 def montage(split: BoxSplit, found, indices: list[int], class_names, tile: int = 320):
     """The images at ``indices`` side by side (3 per row): true boxes white, predictions over the shown score
     coloured with their class and score."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     from .evaluation.boxes import draw_detections
 
@@ -189,12 +189,16 @@ def montage(split: BoxSplit, found, indices: list[int], class_names, tile: int =
         picture = Image.fromarray(split.images[i])
         draw = ImageDraw.Draw(picture)
         for box in split.boxes[i]:
-            draw.rectangle(tuple(float(v) for v in box), outline=(255, 255, 255), width=3)
-        picture = draw_detections(np.asarray(picture), detections)
+            draw.rectangle(tuple(float(v) for v in box), outline=(255, 255, 255), width=max(1, picture.width // 200))
+        picture = draw_detections(np.asarray(picture), detections).resize((tile, tile))
         missed, false = errors_of(split.boxes[i], found[i])
-        ImageDraw.Draw(picture).text((4, picture.height - 16), f"{Path(split.paths[i]).name}: {missed} missed, "
-                                     f"{false} false", fill=(255, 255, 0))
-        pictures.append(picture.resize((tile, tile)))
+        caption = f"{Path(split.paths[i]).name}: {missed} missed, {false} false"
+        draw = ImageDraw.Draw(picture)
+        font = ImageFont.load_default(size=12)
+        left, top, right, bottom = draw.textbbox((4, tile - 18), caption, font=font)
+        draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=(0, 0, 0))
+        draw.text((4, tile - 18), caption, fill=(255, 255, 0), font=font)
+        pictures.append(picture)
     cols = min(3, len(pictures))
     rows = -(-len(pictures) // cols)
     sheet = Image.new("RGB", (cols * tile, rows * tile), (0, 0, 0))

@@ -297,24 +297,30 @@ def _examples(run) -> str:
 
 @main.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--coco", "coco", is_flag=True, help="Detect COCO's 80 classes with the offline YOLOv4-tiny (the only "
-              "detector so far; fine-tuning on your boxes is to come).")
+@click.option("--coco", "coco", is_flag=True, help="Detect COCO's 80 classes with the offline YOLOv4-tiny.")
+@click.option("--run", "run_dir", type=click.Path(), default=None,
+              help="Detect your classes with a detection run folder (from `finetune train instances.json`).")
 @click.option("--output", "out_dir", type=click.Path(), default=None,
               help="Write detections.json, detections.csv and one <image>.boxes.png per image here.")
 @click.option("--score", type=float, default=0.2, show_default=True, help="Keep boxes scoring above this.")
 @click.option("--iou", type=float, default=0.45, show_default=True, help="Per-class NMS: drop boxes overlapping "
               "a better one by more than this.")
-def detect(images, coco, out_dir, score, iou):
+def detect(images, coco, run_dir, out_dir, score, iou):
     """Find objects in images: one line per box (label, score, corners in pixels)."""
-    if not coco:
-        raise click.UsageError("give --coco: the offline COCO detector (yolov4_tiny) is the only one so far")
+    if bool(coco) == bool(run_dir):
+        raise click.UsageError("give --coco (COCO's 80 classes) or --run RUN (a detector you trained), one of them")
     _start_tensorflow()
     from ..data import DataError
     from ..data.images import load_image
     from ..evaluation.boxes import detection_rows, draw_detections, write_detections
     from ..models.yolo import load_yolo
 
-    detector = load_yolo("yolov4_tiny")
+    if run_dir:
+        from ..detection_runs import load_detector
+
+        detector = load_detector(run_dir)
+    else:
+        detector = load_yolo("yolov4_tiny")
     out = Path(out_dir) if out_dir else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
