@@ -260,3 +260,29 @@ def load_detector(run_dir: str | Path) -> Detector:
     heads = [YoloHead(tuple(tuple(a) for a in h["anchors"]), float(h["scale_x_y"]), int(h["classes"]))
              for h in spec["heads"]]
     return Detector(model, heads, list(spec["class_names"]), int(spec["input_size"]))
+
+
+def evaluate_detection_run(run_dir: str | Path, data: str | None = None) -> dict:
+    """COCO mAP of a detection run on its test split (the run's config re-splits its data with the same seeds), or
+    on every image of ``data`` (boxes in any format :func:`~finetune.data.boxes.read_boxes` reads)."""
+    from .training.detect_recipe import detect_batch, split_map
+
+    run_dir = Path(run_dir)
+    detector = load_detector(run_dir)
+    config = TrainConfig.load(run_dir / "config.yaml")
+    if data:
+        boxes = read_boxes(data)
+        items = [item for s in boxes.values() for item in s.items]
+        names = next(iter(boxes.values())).class_names
+        if names != detector.class_names:
+            raise RunError(f"{data}: classes {names} differ from the run's {detector.class_names}")
+        chosen = BoxSet(names, items)
+    else:
+        chosen = split_boxes(read_boxes(config.data), config.val_split, config.test_split,
+                             config.resolved_split_seed)["test"]
+    split = decode_boxes(chosen, detector.input_size)
+    found = []
+    for at in range(0, len(split), 8):
+        found += detect_batch(detector.model(split.images[at:at + 8].astype(np.float32), training=False),
+                              detector.heads, detector.input_size)
+    return split_map(split, found, detector.class_names)

@@ -160,6 +160,10 @@ def test_finetune_train_on_coco_json_trains_reports_and_detects(tiny, tmp_path):
                                     "--output", str(out)])
     assert detected.exit_code == 0, detected.output
     assert (out / "img000.boxes.png").is_file() and (out / "detections.json").is_file()
+    evaluated = runner.invoke(main, ["evaluate", str(run)])
+    assert evaluated.exit_code == 0 and f"mAP@0.5: {metrics['test']['map50']:.1%}" in evaluated.output
+    predicted = runner.invoke(main, ["predict", str(run), str(tiny / "img001.png")])
+    assert predicted.exit_code == 0 and (run / "predictions" / "img001.boxes.png").is_file()
     again = runner.invoke(main, ["train", str(tiny / "instances.json"), "--mixup", "0.3"])
     assert again.exit_code == 2 and "not used by detection runs: --mixup 0.3" in again.output
 

@@ -19,8 +19,18 @@ from .app import _check_classes, _load, _start_tensorflow, main
               "for --augment flips runs, the 4 flips).")
 @click.option("--unsafe", is_flag=True, help="Allow models with Lambda layers (runs code stored in the model).")
 def evaluate(run_dir, data_dir, tta, unsafe):
-    """Accuracy, per-class precision/recall/F1 and confusion matrix of a trained run."""
+    """Accuracy, per-class precision/recall/F1 and confusion matrix of a trained run (a detection run: COCO mAP)."""
     _start_tensorflow()
+    from ..detection_runs import evaluate_detection_run, is_detection_run
+
+    if is_detection_run(run_dir):
+        metrics = evaluate_detection_run(run_dir, data_dir)
+        click.echo(f"mAP@0.5: {metrics['map50']:.1%}, mAP (0.5:0.95): {metrics['map']:.1%} on {metrics['images']} "
+                   f"images, {metrics['boxes']} boxes")
+        for name, v in metrics["per_class"].items():
+            ap50 = "-" if v["ap50"] is None else f"{v['ap50']:.1%}"
+            click.echo(f"  {name:<20} AP@0.5 {ap50} ({v['boxes']} boxes)")
+        return
     from ..data import as_image_folder
     from ..runs import evaluate_split
 
@@ -89,6 +99,11 @@ def predict(args, top_k, csv_path, imagenet, mc_samples, tta, texts, unsafe):
         if len(args) < 2 and not texts:
             raise click.UsageError("give RUN_DIR and at least one image or folder (or --imagenet IMAGE...)")
         run_dir, paths = args[0], args[1:]
+        from ..detection_runs import is_detection_run, load_detector
+
+        if is_detection_run(run_dir):
+            out = Path(csv_path).parent if csv_path else Path(run_dir) / "predictions"
+            return _detect_images(load_detector(run_dir), paths, out, 0.25, 0.45)
         run = _load(run_dir, unsafe)
         if run.spec.kind == "text":
             return _predict_texts(run, paths, texts, top_k, csv_path)
@@ -310,18 +325,23 @@ def detect(images, coco, run_dir, out_dir, score, iou):
     if bool(coco) == bool(run_dir):
         raise click.UsageError("give --coco (COCO's 80 classes) or --run RUN (a detector you trained), one of them")
     _start_tensorflow()
-    from ..data import DataError
-    from ..data.images import load_image
-    from ..evaluation.boxes import detection_rows, draw_detections, write_detections
-    from ..models.yolo import load_yolo
-
     if run_dir:
         from ..detection_runs import load_detector
 
         detector = load_detector(run_dir)
     else:
+        from ..models.yolo import load_yolo
+
         detector = load_yolo("yolov4_tiny")
-    out = Path(out_dir) if out_dir else None
+    _detect_images(detector, images, Path(out_dir) if out_dir else None, score, iou)
+
+
+def _detect_images(detector, images, out: Path | None, score: float, iou: float) -> None:
+    """Print each image's boxes; with ``out``, write detections.json/.csv and drawn PNGs there."""
+    from ..data import DataError
+    from ..data.images import load_image
+    from ..evaluation.boxes import detection_rows, draw_detections, write_detections
+
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     rows, failed = [], 0
