@@ -51,7 +51,8 @@ _PUBLIC = {
     "discriminative_optimizer": "finetune.training.optim", "make_optimizer": "finetune.training.optim",
     "make_schedule": "finetune.training.optim",
     "TextSpec": "finetune.data.text", "load_yolo": "finetune.models.yolo", "Detection": "finetune.models.yolo",
-    "draw_detections": "finetune.evaluation.boxes",
+    "draw_detections": "finetune.evaluation.boxes", "train_detection": "finetune.detection_runs",
+    "load_detector": "finetune.detection_runs", "evaluate_detection_run": "finetune.detection_runs",
 }
 __all__ = sorted(_PUBLIC)
 

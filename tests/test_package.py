@@ -24,7 +24,7 @@ PUBLIC_API = sorted([
     "build_model", "classification_metrics", "discriminative_optimizer", "evaluate_split", "fine_tune", "fit_phase",
     "freeze", "get_backbone", "list_backbones", "load_image", "load_run", "lr_find", "make_dataset",
     "make_optimizer", "make_schedule", "mc_predict", "register", "resolve", "reuse", "scan_folder", "train",
-    "TextSpec", "load_yolo", "Detection", "draw_detections",
+    "TextSpec", "load_yolo", "Detection", "draw_detections", "train_detection", "load_detector", "evaluate_detection_run",
 ])
 
 
