@@ -92,10 +92,15 @@ def _sections_only(name: str):
     return parse_cfg(Path(detector_files(name)[0]).read_text(encoding="utf-8"))
 
 
-def train_detection(config: TrainConfig, *, overwrite: bool = False, log: Callable[[str], None] = print):
-    """Train on the boxes of ``config.data`` and write the run folder; returns ``(run_dir, result, metrics)``."""
+def train_detection(config: TrainConfig, *, overwrite: bool = False, log: Callable[[str], None] = print,
+                    resume: str | Path | None = None, on_epoch: Callable[[dict], None] | None = None):
+    """Train on the boxes of ``config.data`` and write the run folder; returns ``(run_dir, result, metrics)``.
+
+    Every epoch leaves ``RUN/checkpoint/state.npz``; ``resume=RUN`` continues a run killed mid-way from its last
+    epoch (the cache is rebuilt, the same seeded views and batches follow), and ends as the uninterrupted run would.
+    """
     from .runs import RUN_CONFIG_HEADER, new_run_dir
-    from .training.detect_recipe import detect_batch, split_map, train_detector
+    from .training.detect_recipe import DetectionCheckpoint, detect_batch, split_map, train_detector
 
     start = time.perf_counter()
     splits, recipe, _ = plan_detection(config)
@@ -103,10 +108,18 @@ def train_detection(config: TrainConfig, *, overwrite: bool = False, log: Callab
     for name, boxes in splits.items():
         log(f"{name:<5} {boxes.summary()}")
     decoded = {k: decode_boxes(v, recipe.input_size) for k, v in splits.items()}
-    run_dir = new_run_dir(config.output, config.name or f"detect-{Path(config.data).stem}", overwrite=overwrite)
-    atomic_text(run_dir / "config.yaml", yaml_text(config.to_dict(), RUN_CONFIG_HEADER))
-    recipe.save(run_dir / "recipe.json")
-    result = train_detector(recipe, sections, source, decoded["train"], decoded["val"], log=log, start=start)
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "checkpoint" / "state.npz").is_file():
+            raise RunError(f"{run_dir}: nothing to resume (no checkpoint/state.npz: the run finished or never "
+                           "completed an epoch)")
+    else:
+        run_dir = new_run_dir(config.output, config.name or f"detect-{Path(config.data).stem}", overwrite=overwrite)
+        atomic_text(run_dir / "config.yaml", yaml_text(config.to_dict(), RUN_CONFIG_HEADER))
+        recipe.save(run_dir / "recipe.json")
+    checkpoint = DetectionCheckpoint(run_dir / "checkpoint")
+    result = train_detector(recipe, sections, source, decoded["train"], decoded["val"], log=log, start=start,
+                            checkpoint=checkpoint, on_epoch=on_epoch)
     metrics, found = None, []
     test = decoded["test"]
     if len(test):
@@ -116,6 +129,7 @@ def train_detection(config: TrainConfig, *, overwrite: bool = False, log: Callab
         metrics = {"split": "test", **split_map(test, found, recipe.class_names)}
     result.timings["total"] = time.perf_counter() - start
     _write(run_dir, config, recipe, result, splits, metrics, test, found)
+    checkpoint.clear()
     return run_dir, result, metrics
 
 

@@ -179,3 +179,41 @@ def test_the_coco_detector_fine_tunes_on_boxes_end_to_end(tiny, tmp_path):
     assert detector.class_names == ["disc", "square"] and detector.input_size == 160
     assert metrics["map50"] is not None
     assert isinstance(detector.detect([np.zeros((96, 96, 3), np.uint8)], score=0.0)[0], list)
+
+
+def test_a_detection_run_killed_in_phase_two_resumes_to_the_same_weights(tiny, tmp_path):
+    """kill -9 after phase 2's first epoch, then resume: phase 1 comes from the checkpoint, phase 2 goes on with
+    the same seeded augmentations and the optimizer's state, and the run ends with the uninterrupted run's weights."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from finetune.detection_runs import load_detector
+
+    config = dict(data=str(tiny / "instances.json"), backbone=f"darknet:{tiny / 'tiny.cfg'}", head_epochs=3,
+                  tune_epochs=3, patience=50, tune_patience=50, cache_variants=1, output=str(tmp_path))
+    driver = Path(__file__).parent / "detect_resume_driver.py"
+
+    def drive(name, **extra):
+        args = json.dumps({"config": {**config, "name": name}, **extra})
+        return subprocess.run([sys.executable, str(driver), args], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+    assert drive("straight").returncode == 0
+    assert drive("killed", kill_at=4).returncode == -signal.SIGKILL
+    run_dir = tmp_path / "killed"
+    assert (run_dir / "checkpoint" / "state.npz").is_file() and not (run_dir / "model.keras").exists()
+    resumed = drive("killed", resume=str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert not (run_dir / "checkpoint").exists()
+    straight, again = load_detector(tmp_path / "straight"), load_detector(run_dir)
+    for a, b in zip(straight.model.get_weights(), again.model.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    rows = [r.split(",") for r in (run_dir / "history.csv").read_text().splitlines()]
+    assert [r[:2] for r in rows[1:]] == [["head", "1"], ["head", "2"], ["head", "3"], ["tune", "1"], ["tune", "2"],
+                                         ["tune", "3"]]
+    loss = rows[0].index("loss")
+    straight_rows = [r.split(",") for r in (tmp_path / "straight" / "history.csv").read_text().splitlines()]
+    np.testing.assert_allclose([float(r[loss]) for r in rows[1:]], [float(r[loss]) for r in straight_rows[1:]],
+                               rtol=1e-3)  # phase 2's epochs after the kill train as the uninterrupted ones did

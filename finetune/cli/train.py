@@ -173,8 +173,6 @@ def train(data_dir, config_path, overwrite, resume_dir, quiet, dry_run, **option
 
 def _train_detector(config, overwrite: bool, resume_dir, quiet: bool, dry_run: bool) -> None:
     """Boxes (COCO JSON, a folder of train/val/test.json, VOC or YOLO folders): the detection recipe."""
-    if resume_dir:
-        raise click.UsageError("--resume: detection runs cannot resume yet; start the run again")
     _start_tensorflow()
     from ..detection_runs import plan_detection, train_detection
 
@@ -186,8 +184,9 @@ def _train_detector(config, overwrite: bool, resume_dir, quiet: bool, dry_run: b
         click.echo("dry run: nothing built or trained")
         return
     if not quiet:
-        click.echo(f"finetune: training a detector on the boxes of {config.data}")
-    run_dir, result, metrics = train_detection(config, overwrite=overwrite, log=(lambda _: None) if quiet else click.echo)
+        click.echo(f"finetune: {'resuming' if resume_dir else 'training'} a detector on the boxes of {config.data}")
+    run_dir, result, metrics = train_detection(config, overwrite=overwrite, log=(lambda _: None) if quiet else click.echo,
+                                               resume=resume_dir)
     click.echo(f"kept: {result.kept} ({result.reason})")
     if metrics and metrics.get("map50") is not None:
         click.echo(f"test mAP@0.5: {metrics['map50']:.1%}, mAP (0.5:0.95): {metrics['map']:.1%} on {metrics['images']} "

@@ -17,8 +17,10 @@ Example (a tiny cfg, random weights, a few synthetic boxes; see ``tests/test_det
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import keras
@@ -89,12 +91,54 @@ def split_map(split: BoxSplit, found, class_count_names) -> dict:
     return coco_map(truth, scaled, list(class_count_names), split.sizes)
 
 
+class DetectionCheckpoint:
+    """What a detection run needs to go on after kill -9, written after every epoch as one file (``state.npz``,
+    renamed into place): the phase, the epoch, the best score so far, the model's, the best and phase 1's weights,
+    and the optimizer's variables (so the schedule and Adam's moments continue where they were)."""
+
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder) / "state.npz"
+
+    def save(self, state: dict, arrays: dict[str, list[np.ndarray] | None]) -> None:
+        from ..util import atomic_write
+
+        payload = {"state": np.array(json.dumps(state))}
+        for key, values in arrays.items():
+            for i, value in enumerate(values or []):
+                payload[f"{key}/{i}"] = np.asarray(value)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+        def write(target):
+            with open(target, "wb") as file:
+                np.savez(file, **payload)
+
+        atomic_write(self.path, write)
+
+    def load(self) -> tuple[dict, dict[str, list[np.ndarray]]] | None:
+        if not self.path.is_file():
+            return None
+        with np.load(self.path) as data:
+            state = json.loads(str(data["state"]))
+            arrays: dict[str, list] = {}
+            for key in sorted((k for k in data.files if "/" in k), key=lambda k: (k.split("/")[0], int(k.split("/")[1]))):
+                arrays.setdefault(key.split("/")[0], []).append(data[key])
+        return state, arrays
+
+    def clear(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.path.parent, ignore_errors=True)
+
+
 class DetectorTraining:
     """One run of the recipe; :meth:`run` returns a :class:`DetectionResult`."""
 
     def __init__(self, recipe: DetectionRecipe, sections, source: keras.Model | None, train: BoxSplit,
-                 val: BoxSplit, *, log: Callable[[str], None] = print, start: float | None = None):
+                 val: BoxSplit, *, log: Callable[[str], None] = print, start: float | None = None,
+                 checkpoint: DetectionCheckpoint | None = None, on_epoch: Callable[[dict], None] | None = None):
         self.recipe, self.train, self.val, self.log = recipe, train, val, log
+        self.checkpoint, self.on_epoch = checkpoint, on_epoch
+        self.resumed = checkpoint.load() if checkpoint is not None else None
         self.start = time.perf_counter() if start is None else start
         self.model, self.heads, self.sections = build_for(recipe, sections, source)
         self.bottom, self.top, self.cut = split_network(self.model, self.sections)
@@ -159,10 +203,27 @@ class DetectorTraining:
     # -- the phases -------------------------------------------------------------------------------------------
 
     def _phase(self, name: str, model, batches: Callable[[int], list], lr: float, epochs: int, patience: int,
-               steps: int, score: Callable[[], dict]) -> float | None:
-        step = self._step(model, self._optimizer(lr, epochs, steps))
-        best, best_weights, waited, seconds = None, None, 0, 0.0
-        for epoch in range(epochs):
+               steps: int, score: Callable[[], dict], keep: dict | None = None,
+               extra: dict | None = None) -> float | None:
+        """Train ``model`` up to ``epochs`` epochs; returns the best val mAP@0.5 (its weights restored).
+        ``keep`` / ``extra``: arrays / state the checkpoint carries along (phase 1's weights and score in phase 2)."""
+        optimizer = self._optimizer(lr, epochs, steps)
+        step = self._step(model, optimizer)
+        best, best_weights, waited, seconds, first = None, None, 0, 0.0, 0
+        if self.resumed is not None and self.resumed[0]["phase"] == name:
+            state, arrays = self.resumed
+            self.model.set_weights(arrays["model"])
+            if state["epoch"]:
+                first, best, waited, seconds = state["epoch"], state["best"], state["waited"], state["seconds"]
+                best_weights = arrays.get("best")
+                optimizer.build(model.trainable_variables)
+                for variable, value in zip(optimizer.variables, arrays["optimizer"]):
+                    variable.assign(value)
+                self.log(f"{name}: resuming after epoch {first}")
+            self.resumed = None
+        for epoch in range(first, epochs):
+            if waited >= patience:
+                break
             if not self._budget_left(seconds):
                 self.log(f"{name}: time budget reached before epoch {epoch + 1}")
                 break
@@ -183,13 +244,17 @@ class DetectorTraining:
             current = val["map50"]
             if current is None:
                 best_weights = None
-                continue
-            if best is None or current > best:
+            elif best is None or current > best:
                 best, best_weights, waited = current, self.model.get_weights(), 0
             else:
                 waited += 1
-                if waited >= patience:
-                    break
+            if self.checkpoint is not None:
+                self.checkpoint.save({"phase": name, "epoch": epoch + 1, "best": best, "waited": waited,
+                                      "seconds": seconds, "history": self.history, **(extra or {})},
+                                     {"model": self.model.get_weights(), "best": best_weights,
+                                      "optimizer": [np.asarray(v) for v in optimizer.variables], **(keep or {})})
+            if self.on_epoch is not None:
+                self.on_epoch(row)
         if best_weights is not None:
             self.model.set_weights(best_weights)
         return best
@@ -220,6 +285,49 @@ class DetectorTraining:
 
     def run(self) -> DetectionResult:
         recipe, timings = self.recipe, {}
+        if self.resumed is not None:
+            self.history = list(self.resumed[0]["history"])
+        in_tune = self.resumed is not None and self.resumed[0]["phase"] == "tune"
+        if in_tune:  # phase 1 finished before the kill: its weights and score come from the checkpoint
+            head_weights, head_best = self.resumed[1]["head"], self.resumed[0]["head_best"]
+        else:
+            head_best, head_weights = self._head_phase(timings)
+
+        began = time.perf_counter()
+        first = tune_start(self.sections)
+        for layer in self.model.layers:
+            index = layer.name.rsplit("_", 1)[-1]
+            layer.trainable = not index.isdigit() or int(index) >= first
+        steps = -(-len(self.train) // recipe.batch_size)
+        tune_best = None
+        if recipe.tune_epochs and self._budget_left(0.0):
+            if self.checkpoint is not None and not in_tune:  # phase 1 is done: a kill from here on skips it
+                self.checkpoint.save({"phase": "tune", "epoch": 0, "history": self.history, "head_best": head_best},
+                                     {"model": head_weights, "head": head_weights})
+            tune_best = self._phase("tune", self.model, self._live_batches, recipe.tune_lr, recipe.tune_epochs,
+                                    recipe.tune_patience, steps,
+                                    lambda: self._val_score(lambda s: self.model(self.val.images[s].astype(np.float32),
+                                                                                 training=False)),
+                                    keep={"head": head_weights}, extra={"head_best": head_best})
+        timings["tune"] = time.perf_counter() - began
+        for layer in self.model.layers:
+            layer.trainable = True
+        kept, reason = "tune", ""
+        ran_tune = any(r["phase"] == "tune" for r in self.history)
+        if not ran_tune:
+            kept, reason = "head", "phase 2 did not run (time budget or tune_epochs 0)"
+        elif head_best is not None and (tune_best is None or tune_best <= head_best):
+            kept, reason = "head", f"phase 2's best val mAP@0.5 {_fmt(tune_best)} did not beat phase 1's {_fmt(head_best)}"
+        elif head_best is not None:
+            reason = f"phase 2 raised val mAP@0.5 from {_fmt(head_best)} to {_fmt(tune_best)}"
+        else:
+            reason = "no validation boxes: the last weights are kept"
+        if kept == "head":
+            self.model.set_weights(head_weights)
+        return DetectionResult(self.model, self.heads, self.history, kept, reason, timings, self.cut, head_weights)
+
+    def _head_phase(self, timings: dict) -> tuple[float | None, list]:
+        recipe = self.recipe
         began = time.perf_counter()
         maps: list[list[np.ndarray]] = []
         grids, truth = [], []
@@ -246,37 +354,7 @@ class DetectorTraining:
                                 lambda: self._val_score(lambda s: self.top([m[s].astype(np.float32) for m in val_maps],
                                                                            training=False)))
         timings["head"] = time.perf_counter() - began
-        head_weights = self.model.get_weights()
-        del maps, grids, truth
-
-        began = time.perf_counter()
-        first = tune_start(self.sections)
-        for layer in self.model.layers:
-            index = layer.name.rsplit("_", 1)[-1]
-            layer.trainable = not index.isdigit() or int(index) >= first
-        steps = -(-len(self.train) // recipe.batch_size)
-        tune_best = None
-        if recipe.tune_epochs and self._budget_left(0.0):
-            tune_best = self._phase("tune", self.model, self._live_batches, recipe.tune_lr, recipe.tune_epochs,
-                                    recipe.tune_patience, steps,
-                                    lambda: self._val_score(lambda s: self.model(self.val.images[s].astype(np.float32),
-                                                                                 training=False)))
-        timings["tune"] = time.perf_counter() - began
-        for layer in self.model.layers:
-            layer.trainable = True
-        kept, reason = "tune", ""
-        ran_tune = any(r["phase"] == "tune" for r in self.history)
-        if not ran_tune:
-            kept, reason = "head", "phase 2 did not run (time budget or tune_epochs 0)"
-        elif head_best is not None and (tune_best is None or tune_best <= head_best):
-            kept, reason = "head", f"phase 2's best val mAP@0.5 {_fmt(tune_best)} did not beat phase 1's {_fmt(head_best)}"
-        elif head_best is not None:
-            reason = f"phase 2 raised val mAP@0.5 from {_fmt(head_best)} to {_fmt(tune_best)}"
-        else:
-            reason = "no validation boxes: the last weights are kept"
-        if kept == "head":
-            self.model.set_weights(head_weights)
-        return DetectionResult(self.model, self.heads, self.history, kept, reason, timings, self.cut, head_weights)
+        return head_best, self.model.get_weights()
 
 
 def _fmt(value) -> str:
