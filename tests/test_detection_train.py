@@ -164,6 +164,11 @@ def test_finetune_train_on_coco_json_trains_reports_and_detects(tiny, tmp_path):
     assert evaluated.exit_code == 0 and f"mAP@0.5: {metrics['test']['map50']:.1%}" in evaluated.output
     predicted = runner.invoke(main, ["predict", str(run), str(tiny / "img001.png")])
     assert predicted.exit_code == 0 and (run / "predictions" / "img001.boxes.png").is_file()
+    for fmt in ("savedmodel", "tflite"):  # boxes after NMS in the graph; TFLite with built-in ops only
+        exported = runner.invoke(main, ["export", str(run), "--format", fmt, "--score", "0.01"])
+        assert exported.exit_code == 0 and "the same" in exported.output, exported.output
+        assert int(exported.output.split("the same ")[1].split()[0]) > 0  # detections were compared
+    assert (run / "export" / "detector.tflite").is_file() and (run / "export" / "detector" / "saved_model.pb").is_file()
     again = runner.invoke(main, ["train", str(tiny / "instances.json"), "--mixup", "0.3"])
     assert again.exit_code == 2 and "not used by detection runs: --mixup 0.3" in again.output
 

@@ -235,10 +235,25 @@ def _predict_texts(run, paths, texts, top_k, csv_path):
               help="Export format (onnx needs `pip install keras-finetune[onnx]`).")
 @click.option("--quantize", type=click.Choice(QUANTIZATIONS), default=None, help="TFLite weight quantization (int8 = dynamic range).")
 @click.option("--out", "out_path", type=click.Path(), default=None, help="Output path [default: RUN_DIR/export/...].")
-def export(run_dir, fmt, quantize, out_path):
-    """Export a trained run for deployment and check it against the Keras model."""
+@click.option("--score", type=float, default=0.25, show_default=True, help="Detection runs: boxes scoring below this "
+              "are dropped inside the exported graph.")
+def export(run_dir, fmt, quantize, out_path, score):
+    """Export a trained run for deployment and check it against the Keras model (a detection run: boxes after NMS
+    in the graph, savedmodel or tflite)."""
     _start_tensorflow()
+    from ..detection_runs import is_detection_run
     from ..export import export as export_model
+
+    if is_detection_run(run_dir):
+        from ..export_boxes import export_detector
+
+        if quantize:
+            raise click.UsageError("--quantize: not for detection runs yet (float32 only)")
+        r = export_detector(run_dir, fmt, out_path, score=score)
+        click.echo(f"{fmt}: {r['path']} {r['size_bytes'] / 1e6:.2f} MB; on {r['images']} test images the same "
+                   f"{r['detections']} detections as Keras (boxes within {r['max_box_diff']:.1e} px, scores within "
+                   f"{r['max_score_diff']:.1e})")
+        return
 
     result = export_model(run_dir, fmt, out_path, quantize=quantize)
     click.echo(result.summary())
