@@ -41,10 +41,16 @@ class Predictor:
     """
 
     def __init__(self, run_dir: str | Path, *, top_k: int = 3):
+        from .detection_runs import is_detection_run, load_detector
         from .evaluation.predict import inference_fn
         from .runs import load_run
 
         self.run_dir = Path(run_dir)
+        self._lock = threading.Lock()
+        if is_detection_run(run_dir):
+            self.kind, self.detector = "boxes", load_detector(run_dir)
+            self.class_names = self.detector.class_names
+            return
         self.run = load_run(run_dir)
         self.kind = self.run.spec.kind
         self.model, self.spec, self.class_names = self.run.model, self.run.spec, self.run.classes
@@ -56,6 +62,9 @@ class Predictor:
         self._lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
+        if self.kind == "boxes":
+            return {"run": self.run_dir.name, "kind": "boxes", "classes": self.class_names,
+                    "image_size": self.detector.input_size, "resize": "squash", "multi_label": False}
         if self.kind == "text":
             return {"run": self.run_dir.name, "kind": "text", "classes": self.class_names,
                     "sequence_length": self.spec.sequence_length, "multi_label": self.multi_label}
@@ -106,6 +115,8 @@ class Predictor:
         from .evaluation.explain import CannotExplain, grad_cam, overlay
         from .evaluation.predict import as_class_probs
 
+        if self.kind == "boxes":
+            return self.detect_file(path, name)
         if self.kind != "image":
             raise DataError(f"{name}: this run classifies texts; send a text (form field `text`)")
         pixels, reason = decode_checked(path, self.spec.size, **self.spec.fit_options)
@@ -126,6 +137,30 @@ class Predictor:
         else:
             answer["gradcam"] = {"error": why}
         return answer
+
+
+    def detect_file(self, path: str, name: str, score: float = 0.25) -> dict[str, Any]:
+        """The boxes in ``path`` (a detection run): each as a row (label, score, corners in the image's pixels) and
+        all drawn on the image.
+
+        Raises:
+            DataError: the file is not a usable image.
+        """
+        from .data import DataError
+        from .data.images import check_image, load_image
+        from .evaluation.boxes import draw_detections
+
+        reason = check_image(path)
+        if reason is not None:
+            raise DataError(f"{name}: {reason}")
+        image = load_image(path)
+        with self._lock:
+            found = self.detector.detect([image], score=score)[0]
+        return {"file": name, "image": _png_data_url(np.asarray(draw_detections(image, found))),
+                "caption": f"{len(found)} box{'es' if len(found) != 1 else ''} over {score:g}",
+                "top": [{"label": f"{d.label} [{', '.join(f'{v:.0f}' for v in d.box)}]", "probability": d.score}
+                        for d in found],
+                "boxes": [{"label": d.label, "score": d.score, "box": list(d.box)} for d in found]}
 
 
 def create_app(run_dir: str | Path, *, top_k: int = 3, max_upload_mb: float = MAX_UPLOAD_MB,

@@ -5,6 +5,7 @@ squares and discs; one run with the real COCO weights)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -135,19 +136,28 @@ def test_the_recipe_refuses_options_detection_does_not_read():
     assert (recipe.batch_size, recipe.head_epochs, recipe.tune_epochs, recipe.views) == (4, 7, 20, 4)
 
 
-def test_finetune_train_on_coco_json_trains_reports_and_detects(tiny, tmp_path):
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+    """``finetune train instances.json`` on the tiny cfg (after its --dry-run): ``(run folder, dry-run output)``."""
+    out = tmp_path_factory.mktemp("runs")
     runner = CliRunner()
-    args = ["train", str(tiny / "instances.json"), "--backbone", f"darknet:{tiny / 'tiny.cfg'}", "--head-epochs", "30", "--patience", "30",
-            "--tune-epochs", "2", "--lr", "0.003", "--output", str(tmp_path), "--name", "squares"]
+    args = ["train", str(tiny / "instances.json"), "--backbone", f"darknet:{tiny / 'tiny.cfg'}", "--head-epochs", "30",
+            "--patience", "30", "--tune-epochs", "2", "--lr", "0.003", "--output", str(out), "--name", "squares"]
     dry = runner.invoke(main, [*args, "--dry-run"])
     assert dry.exit_code == 0, dry.output
-    assert "anchors" in dry.output and "nothing built" in dry.output and not (tmp_path / "squares").exists()
+    assert not (out / "squares").exists()
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
-    run = tmp_path / "squares"
+    return out / "squares", dry.output
+
+
+def test_finetune_train_on_coco_json_writes_a_run_that_learned(trained):
+    run, dry = trained
+    assert "anchors" in dry and "nothing built" in dry
     for name in ("model.keras", "detector.json", "labels.txt", "history.csv", "metrics.json", "report.md",
                  "recipe.json", "splits.json", "config.yaml"):
         assert (run / name).is_file(), name
+    assert not (run / "checkpoint").exists()
     metrics = json.loads((run / "metrics.json").read_text())
     assert 0 <= metrics["test"]["map"] <= metrics["test"]["map50"] <= 1
     history = [line.split(",") for line in (run / "history.csv").read_text().splitlines()]
@@ -155,6 +165,12 @@ def test_finetune_train_on_coco_json_trains_reports_and_detects(tiny, tmp_path):
     val = [float(r[history[0].index("val_map50")]) for r in history[1:] if r[0] == "head"]
     assert max(val) > 0.1 and max(val) > val[0]  # it learns the squares and discs
     assert "mAP@0.5" in (run / "report.md").read_text()
+
+
+def test_a_detection_run_detects_evaluates_predicts_and_exports(trained, tiny, tmp_path):
+    run, _ = trained
+    runner = CliRunner()
+    metrics = json.loads((run / "metrics.json").read_text())
     out = tmp_path / "drawn"
     detected = runner.invoke(main, ["detect", "--run", str(run), str(tiny / "img000.png"), "--score", "0.05",
                                     "--output", str(out)])
@@ -171,6 +187,22 @@ def test_finetune_train_on_coco_json_trains_reports_and_detects(tiny, tmp_path):
     assert (run / "export" / "detector.tflite").is_file() and (run / "export" / "detector" / "saved_model.pb").is_file()
     again = runner.invoke(main, ["train", str(tiny / "instances.json"), "--mixup", "0.3"])
     assert again.exit_code == 2 and "not used by detection runs: --mixup 0.3" in again.output
+
+
+def test_serve_draws_the_boxes_of_a_detection_run(trained, tiny):
+    import io
+
+    from finetune.serve import create_app
+
+    run, _ = trained
+    client = create_app(run).test_client()
+    assert client.get("/api/info").json["kind"] == "boxes"
+    image = (tiny / "img002.png").read_bytes()
+    answer = client.post("/api/predict", data={"image": (io.BytesIO(image), "img002.png")}).json
+    assert answer["image"].startswith("data:image/png;base64,") and " over 0.25" in answer["caption"]
+    assert len(answer["top"]) == len(answer["boxes"]) and all(0 <= b["score"] <= 1 for b in answer["boxes"])
+    broken = client.post("/api/predict", data={"image": (io.BytesIO(b"not an image"), "x.png")})
+    assert broken.status_code == 400 and "x.png" in broken.json["error"]
 
 
 def test_the_coco_detector_fine_tunes_on_boxes_end_to_end(tiny, tmp_path):
@@ -222,3 +254,28 @@ def test_a_detection_run_killed_in_phase_two_resumes_to_the_same_weights(tiny, t
     straight_rows = [r.split(",") for r in (tmp_path / "straight" / "history.csv").read_text().splitlines()]
     np.testing.assert_allclose([float(r[loss]) for r in rows[1:]], [float(r[loss]) for r in straight_rows[1:]],
                                rtol=1e-3)  # phase 2's epochs after the kill train as the uninterrupted ones did
+
+
+@pytest.mark.skipif(not (shutil.which("chromedriver") and (shutil.which("chromium") or shutil.which("chromium-browser"))),
+                    reason="no headless browser: `apt-get install chromium chromium-driver` (.ci/run installs them)")
+def test_the_detection_page_in_headless_chromium(trained, tiny, tmp_path):
+    import os
+    import tempfile
+
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from test_serve import _browser
+
+    run, _ = trained
+    with tempfile.TemporaryDirectory(prefix="chromium-") as browser_tmp, _browser(run, browser_tmp) as (browser, url):
+        browser.get(url)
+        WebDriverWait(browser, 30).until(lambda b: "disc, square" in b.find_element(By.ID, "about").text)
+        browser.find_element(By.ID, "files").send_keys(str(tiny / "img003.png"))
+        WebDriverWait(browser, 60).until(lambda b: b.find_elements(By.CSS_SELECTOR, ".card.done.boxes"))
+        card = browser.find_element(By.CSS_SELECTOR, ".card.done")
+        assert " over 0.25" in card.find_element(By.TAG_NAME, "figcaption").text
+        assert card.find_element(By.TAG_NAME, "img").size["width"] >= 400
+        shot = Path(os.environ.get("FINETUNE_SERVE_SCREENSHOT", tmp_path / "serve.png"))
+        assert browser.save_screenshot(str(shot)) and np.asarray(Image.open(shot).convert("RGB")).std() > 10
