@@ -55,6 +55,7 @@ class TrainConfig:
     """Everything that defines a training run (see ``finetune train --help``)."""
 
     data: str = ""
+    images: str | None = None
     backbone: str = "efficientnet_lite0"
     weights: str = "imagenet"
     from_model: str | None = None

@@ -66,7 +66,7 @@ def box_facts(splits: dict[str, BoxSet], detector: str, sections) -> BoxFacts:
 
 def plan_detection(config: TrainConfig) -> tuple[dict[str, BoxSet], DetectionRecipe, Any]:
     """``(splits, recipe, cfg sections)``: reads the boxes and resolves every decision; builds and trains nothing."""
-    splits = split_boxes(read_boxes(config.data), config.val_split, config.test_split, config.resolved_split_seed)
+    splits = split_boxes(read_boxes(config.data, config.images), config.val_split, config.test_split, config.resolved_split_seed)
     if not splits["train"].box_count:
         raise RunError(f"{config.data}: the training split has no boxes; nothing to learn from")
     name = config.backbone if config.backbone != TrainConfig().backbone else "yolov4_tiny"
@@ -292,7 +292,7 @@ def evaluate_detection_run(run_dir: str | Path, data: str | None = None) -> dict
             raise RunError(f"{data}: classes {names} differ from the run's {detector.class_names}")
         chosen = BoxSet(names, items)
     else:
-        chosen = split_boxes(read_boxes(config.data), config.val_split, config.test_split,
+        chosen = split_boxes(read_boxes(config.data, config.images), config.val_split, config.test_split,
                              config.resolved_split_seed)["test"]
     split = decode_boxes(chosen, detector.input_size)
     found = []

@@ -109,6 +109,11 @@ def test_box_splits_are_seeded_and_split_files_must_agree(tiny, tmp_path):
     b = split_boxes(boxes, 0.1, 0.1, seed=0)
     assert [len(a[s].items) for s in ("train", "val", "test")] == [32, 4, 4]
     assert [p for p, _, _ in a["val"].items] == [p for p, _, _ in b["val"].items]
+    elsewhere = tmp_path / "annotations"
+    elsewhere.mkdir()
+    (elsewhere / "instances.json").write_text((tiny / "instances.json").read_text())
+    assert len(read_boxes(elsewhere / "instances.json")["all"].skipped) == 40  # images not beside the JSON: named
+    assert not read_boxes(elsewhere / "instances.json", images=tiny)["all"].skipped  # --images DIR
     with pytest.raises(DataError, match="cannot be split"):
         split_boxes({"all": BoxSet(["x"], boxes["all"].items[:2])}, 0.5, 0.5, 0)
     folder = tmp_path / "splits"

@@ -32,9 +32,11 @@ LAYERS: list[tuple[str, ...]] = [
     # 6-7. run folders: what a run wrote, then training/evaluating/ensembling a run end to end
     ("finetune.run_folder",),
     ("finetune.runs", "finetune.export_text"),
-    # 8. what serves a finished run (export_text, a text run's graphs, sits below export, which dispatches to it)
-    ("finetune.export", "finetune.serve"),
-    # 9. the command line, and `python -m finetune`
+    # 8. detection run folders end to end (boxes in, a detector and its mAP out; reuses runs' folder helpers)
+    ("finetune.detection_runs",),
+    # 9. what serves a finished run (export_text, a text run's graphs, sits below export, which dispatches to it)
+    ("finetune.export", "finetune.serve", "finetune.export_boxes"),
+    # 10. the command line, and `python -m finetune`
     ("finetune.cli",),
     ("finetune.__main__",),
 ]
@@ -46,8 +48,9 @@ FACADE = "finetune"
 #: and ordinal rules are applied by runs, serve and the command line, not by evaluation.
 EVALUATION_MAY_IMPORT_FROM_TRAINING: dict[str, str] = {}
 
-#: The one finetune/data module that may use Keras layers: preprocessing layers, active only in training.
-DATA_MAY_USE_KERAS = {"finetune.data.augment"}
+#: The finetune/data modules that may use Keras layers: preprocessing layers, active only in training (images;
+#: images with their boxes).
+DATA_MAY_USE_KERAS = {"finetune.data.augment", "finetune.data.box_augment"}
 
 
 def module_name(path: Path) -> str:

@@ -18,7 +18,7 @@ NONE_DEFAULTS = {"image_size": "the backbone's, or the images' own size if small
                  "tune_lr": "lr/100 for colour photos, lr/10 for grayscale images",
                  "cache_variants": "2 with augmentation, 0 without",
                  "unfreeze_from": "the backbone's top block", "name": "DATA-BACKBONE-TIMESTAMP",
-                 "from_model": "none: use --backbone", "split_seed": "--seed"}
+                 "from_model": "none: use --backbone", "images": "the annotation file's folder", "split_seed": "--seed"}
 
 
 def _opt(name: str, type_, help_: str, field: str | None = None, **kw):
@@ -29,6 +29,8 @@ def _opt(name: str, type_, help_: str, field: str | None = None, **kw):
 
 
 TRAIN_OPTIONS = [
+    _opt("--images", str, "Boxes: the folder the annotations' file names are relative to (COCO `file_name`, VOC "
+         "`filename`)."),
     _opt("--backbone", str, "Pretrained network (see `finetune backbones`)."),
     _opt("--weights", str, "'imagenet', 'none' (random) or a path to a weights file."),
     _opt("--from", str, "Start from a saved model's layers instead of a backbone (a .keras or .h5 file).", field="from_model"),

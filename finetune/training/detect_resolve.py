@@ -33,7 +33,7 @@ from ..config import TrainConfig
 from ..errors import ConfigError
 
 #: TrainConfig fields a detection run reads.
-DETECTION_FIELDS = ("data", "backbone", "weights", "image_size", "batch_size", "val_split", "test_split", "seed",
+DETECTION_FIELDS = ("data", "images", "backbone", "weights", "image_size", "batch_size", "val_split", "test_split", "seed",
                     "split_seed", "lr", "head_epochs", "tune_lr", "tune_epochs", "patience", "tune_patience",
                     "cache_variants", "time_budget", "output", "name")
 

@@ -152,6 +152,8 @@ def resolve(config: TrainConfig, facts: Facts) -> Recipe:
     """
     from ..models.build import check_image_size, input_size_for, is_small
 
+    if config.images:
+        raise ConfigError("--images: only for boxes (a COCO .json, VOC or YOLO folder); drop it for classification")
     if facts.kind == "text":
         return _resolve_text(config, facts)
     decided, notes = config.to_dict(), []
