@@ -180,7 +180,9 @@ def _paired(rows: list[dict[str, Any]], method: str) -> str:
     """``method`` minus TF-IDF on the same draw, mean +- stdev over draws, per N; '' unless every N has 2+ draws."""
     tfidf = {(r["n"], r["draw"]): r for r in rows if r["method"] == "tfidf"}
     sizes = sorted({r["n"] for r in rows if r["method"] == method})
-    cells = []
+    if not sizes:
+        return ""
+    cells, pairs = [], []
     for n in sizes:
         pairs = [(r, tfidf[n, r["draw"]]) for r in rows if r["method"] == method and r["n"] == n
                  and (n, r["draw"]) in tfidf]
