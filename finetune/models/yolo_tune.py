@@ -77,6 +77,20 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> list[str]:
     return fresh
 
 
+def init_heads(model: keras.Model, heads, names: list[str], prior: float = 0.01) -> None:
+    """Start new head convolutions near zero (kernel std 0.01, box and class biases 0) with objectness at
+    ``prior``: the boxes start at their anchors and the loss at a sane scale. (Glorot-initialised heads on COCO
+    features give raw outputs of several units: ``exp`` of the size offsets saturates, and its gradient with it.)"""
+    rng = np.random.default_rng(0)
+    for name, head in zip(names, heads):
+        layer = model.get_layer(name)
+        kernel, bias = layer.get_weights()
+        per = 5 + head.classes
+        bias = np.zeros_like(bias)
+        bias[4::per] = np.log(prior / (1 - prior))
+        layer.set_weights([rng.normal(0, 0.01, kernel.shape).astype(kernel.dtype), bias])
+
+
 def kmeans_anchors(wh: np.ndarray, k: int = 6, seed: int = 0, iterations: int = 100, restarts: int = 10) -> np.ndarray:
     """``k`` anchors ``(w, h)`` clustering ``wh`` (box sizes) with distance ``1 - IoU`` of boxes sharing a
     centre; sorted by area. Fewer distinct boxes than ``k`` are repeated (scaled) to fill.

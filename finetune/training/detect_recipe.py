@@ -31,7 +31,7 @@ from ..data.box_augment import augment_boxes
 from ..data.boxes import BoxSplit
 from ..evaluation.coco_map import coco_map
 from ..models.yolo import build_darknet, decode, non_max_suppression
-from ..models.yolo_tune import retarget, split_network, transfer_weights, tune_start
+from ..models.yolo_tune import init_heads, retarget, split_network, transfer_weights, tune_start
 from .detect_resolve import DetectionRecipe
 from .yolo_loss import encode_targets, yolo_loss
 
@@ -58,8 +58,9 @@ def build_for(recipe: DetectionRecipe, sections, source: keras.Model | None):
     tuned = retarget(sections, len(recipe.class_names), np.asarray(recipe.anchors), recipe.input_size)
     keras.utils.set_random_seed(recipe.seed)
     model, heads = build_darknet(tuned)
-    if source is not None:
-        transfer_weights(source, model)
+    fresh = transfer_weights(source, model) if source is not None else [
+        f"conv_{i - 1}" for i, section in enumerate(tuned[1:]) if section["type"] == "yolo"]
+    init_heads(model, heads, [n for n in fresh if n.startswith("conv_")])
     return model, heads, tuned
 
 
