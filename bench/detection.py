@@ -98,13 +98,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--arms", nargs="+", default=["default", "scratch", "speed"])
     parser.add_argument("--json", type=Path, default=OUT / "detection.json")
+    parser.add_argument("--reuse", type=Path, help="take the arms an earlier --json run measured (same code) "
+                        "instead of rerunning them")
     args = parser.parse_args()
     if not (DATA / "train.json").is_file():
         sys.exit(f"{DATA}: no ELPV modules; run `make bench-data` (or .venv/bin/python bench/elpv_modules.py)")
     print(f"machine: {machine()}")
-    rows: dict = {}
-    if "default" in args.arms:
-        rows["default"] = in_child(__file__, "default", {})
+    rows: dict = json.loads(args.reuse.read_text()) if args.reuse else {}
+    if "default" in rows:
+        print(f"  (default arm from {args.reuse})")
+    if "default" in args.arms or "default" in rows:
+        if "default" not in rows:
+            rows["default"] = in_child(__file__, "default", {})
         d = rows["default"]
         print(f"  default   mAP@0.5 {d['map50']:.3f}, mAP {d['map']:.3f}, {d['wall_s']:.0f} s (kept {d['kept']}: "
               f"{d['reason']})", flush=True)
