@@ -284,3 +284,15 @@ def test_the_detection_page_in_headless_chromium(trained, tiny, tmp_path):
         assert card.find_element(By.TAG_NAME, "img").size["width"] >= 400
         shot = Path(os.environ.get("FINETUNE_SERVE_SCREENSHOT", tmp_path / "serve.png"))
         assert browser.save_screenshot(str(shot)) and np.asarray(Image.open(shot).convert("RGB")).std() > 10
+
+
+def test_a_time_budget_stops_before_an_epoch_that_would_not_fit(tiny, tmp_path):
+    from finetune.detection_runs import train_detection
+
+    logged = []
+    config = TrainConfig(data=str(tiny / "instances.json"), backbone=f"darknet:{tiny / 'tiny.cfg'}", head_epochs=50,
+                         patience=50, tune_epochs=5, cache_variants=1, time_budget=0.01, output=str(tmp_path))
+    run_dir, result, metrics = train_detection(config, log=logged.append)
+    assert result.history == [] and result.kept == "head" and "did not run" in result.reason
+    assert any("time budget reached before epoch 1" in line for line in logged)
+    assert (run_dir / "model.keras").is_file() and metrics["map50"] is not None  # the run is still written whole
