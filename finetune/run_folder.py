@@ -109,6 +109,9 @@ def load_run(run_dir: str | os.PathLike, *, safe_mode: bool = True) -> Run:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run folder {str(run_dir)!r} does not exist; pass a folder written by `finetune train`")
+    if (run_dir / "detector.json").exists():
+        raise RunError(f"{str(run_dir)!r} is a detection run: this command is for classification runs; a detector "
+                       "takes `finetune detect --run RUN`, `evaluate`, `predict`, `export` and `serve`")
     missing = [f for f in ("model.keras", "config.yaml", "labels.txt") if not (run_dir / f).exists()]
     if missing:
         raise RunError(f"run folder {str(run_dir)!r} lacks {', '.join(missing)}; was the training interrupted?")

@@ -190,6 +190,10 @@ def test_a_detection_run_detects_evaluates_predicts_and_exports(trained, tiny, t
         assert exported.exit_code == 0 and "the same" in exported.output, exported.output
         assert int(exported.output.split("the same ")[1].split()[0]) > 0  # detections were compared
     assert (run / "export" / "detector.tflite").is_file() and (run / "export" / "detector" / "saved_model.pb").is_file()
+    explained = runner.invoke(main, ["explain", str(run), str(tiny / "img001.png")])
+    assert explained.exit_code == 2 and "is a detection run" in explained.output
+    listed = runner.invoke(main, ["backbones"])
+    assert listed.exit_code == 0 and any(line.split()[:2] == ["yolov4_tiny", "boxes"] for line in listed.output.splitlines())
     again = runner.invoke(main, ["train", str(tiny / "instances.json"), "--mixup", "0.3"])
     assert again.exit_code == 2 and "not used by detection runs: --mixup 0.3" in again.output
 

