@@ -127,7 +127,9 @@ def _apply(options):
 def train(data_dir, config_path, overwrite, resume_dir, quiet, dry_run, **options):
     """Fine-tune on DATA_DIR (one subfolder per class, or train/ val/ [test/]) or on a CSV of path,label[,split]
     (several labels in a cell, separated by ; or spaces, make a multi-label task). Texts: a CSV of
-    text,label[,split] or a folder of <class>/*.txt (the default backbone is then minilm_l6)."""
+    text,label[,split] or a folder of <class>/*.txt (the default backbone is then minilm_l6). Boxes: a COCO
+    instances .json, a folder of train.json/val.json[/test.json], a Pascal VOC folder or a YOLO folder (the
+    detector yolov4_tiny is fine-tuned)."""
     from ..config import TrainConfig
 
     if resume_dir:
