@@ -134,18 +134,19 @@ def train_detection(config: TrainConfig, *, overwrite: bool = False, log: Callab
 
 
 def _write(run_dir: Path, config, recipe, result, splits, metrics, test: BoxSplit, found) -> None:
-    from .runs import _csv, _without_training_state
+    from .run_folder import without_training_state
+    from .util import csv_text
 
-    atomic_write(run_dir / "model.keras", _without_training_state(result.model).save)
+    atomic_write(run_dir / "model.keras", without_training_state(result.model).save)
     detector = {"kind": "boxes", "detector": recipe.detector, "input_size": recipe.input_size, "resize": "squash",
                 "class_names": list(recipe.class_names), "cut": result.cut,
                 "heads": [{"anchors": [list(a) for a in h.anchors], "scale_x_y": h.scale_x_y, "classes": h.classes}
                           for h in result.heads]}
     atomic_text(run_dir / "detector.json", json.dumps(detector, indent=1) + "\n")
     atomic_text(run_dir / "labels.txt", "\n".join(recipe.class_names) + "\n")
-    atomic_text(run_dir / "history.csv", _csv(result.history))
+    atomic_text(run_dir / "history.csv", csv_text(result.history))
     skipped = [{"path": where, "reason": why} for s in splits.values() for where, why in s.skipped]
-    atomic_text(run_dir / "skipped.csv", _csv(skipped, ["path", "reason"]))
+    atomic_text(run_dir / "skipped.csv", csv_text(skipped, ["path", "reason"]))
     atomic_text(run_dir / "splits.json", json.dumps({k: [p for p, _, _ in v.items] for k, v in splits.items()},
                                                     indent=1) + "\n")
     payload = {"test": metrics, "kept": result.kept, "kept_reason": result.reason,

@@ -226,3 +226,16 @@ def read_splits(path: str | os.PathLike, classes: list[str], *, multi_label: boo
                        "written to finetune's cache dir, which may have been cleared. Evaluate on the data itself "
                        "(`finetune evaluate RUN --data DIR`, or `run.predict(x)` in Python)")
     return splits
+
+
+def without_training_state(model: "keras.Model") -> "keras.Model":
+    """The same layers without the training state (optimizer, schedule, loss).
+
+    What is saved then loads with plain ``keras.models.load_model`` in a
+    process that never imported finetune.
+    """
+    import keras
+
+    clone = keras.models.clone_model(model)  # fresh layers from config: nested models lose their compile state too
+    clone.set_weights(model.get_weights())
+    return clone

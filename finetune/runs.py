@@ -10,8 +10,6 @@ folder is never overwritten.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 import shutil
@@ -34,11 +32,11 @@ from .evaluation.report import html_report, markdown_report, plot_confusion, plo
 from .models import is_multi_label
 from .tracking import log_final_metrics, tracking_callbacks
 from .run_folder import (  # noqa: F401  (load_run, Run, load_thresholds, load_ordinal: public here too)
-    SPLITS_FILE, Run, load_ordinal, load_run, load_thresholds, write_splits,
+    SPLITS_FILE, Run, load_ordinal, load_run, load_thresholds, without_training_state, write_splits,
 )
 from .training import FineTuneResult, fine_tune
 from .training.resolve import Recipe, gather_facts, resolve
-from .util import atomic_text, atomic_write, yaml_text
+from .util import atomic_text, atomic_write, csv_text, yaml_text
 
 
 RUN_CONFIG_HEADER = "finetune run config: `finetune train --config this-file` reproduces the run"
@@ -91,25 +89,14 @@ def _probabilities(model: keras.Model, items, class_names, image_size, batch_siz
     return probabilities(model, ds)
 
 
-def _without_training_state(model: keras.Model) -> keras.Model:
-    """The same layers without the training state (optimizer, schedule, loss).
-
-    What is saved then loads with plain ``keras.models.load_model`` in a
-    process that never imported finetune.
-    """
-    clone = keras.models.clone_model(model)  # fresh layers from config: nested models lose their compile state too
-    clone.set_weights(model.get_weights())
-    return clone
-
-
 def save_run(result: FineTuneResult, run_dir: str | Path, metrics: dict[str, Any] | None) -> Path:
     """Write the whole run folder for ``result``."""
     run_dir = Path(run_dir)
-    atomic_write(run_dir / "model.keras", _without_training_state(result.model).save)
+    atomic_write(run_dir / "model.keras", without_training_state(result.model).save)
     atomic_text(run_dir / "config.yaml", yaml_text(result.config.to_dict(), RUN_CONFIG_HEADER))
     atomic_text(run_dir / "labels.txt", "\n".join(result.class_names) + "\n")
-    atomic_text(run_dir / "history.csv", _csv(result.history))
-    atomic_text(run_dir / "skipped.csv", _csv([{"path": s.path, "reason": s.reason} for s in result.folder.skipped], ["path", "reason"]))
+    atomic_text(run_dir / "history.csv", csv_text(result.history))
+    atomic_text(run_dir / "skipped.csv", csv_text([{"path": s.path, "reason": s.reason} for s in result.folder.skipped], ["path", "reason"]))
     plot_curves(result.history, run_dir / "curves.png", result.unfreeze_epoch)
     images = ["curves.png"]
     if metrics and metrics.get("n") and "confusion_matrix" in metrics:
@@ -271,15 +258,6 @@ def _heatmaps(result: FineTuneResult, rows) -> tuple:
         return images, [e.heatmap for e in grad_cam(result.model, images)]
     except CannotExplain:
         return None, None
-
-
-def _csv(rows, fieldnames=None) -> str:
-    buf = io.StringIO()
-    fieldnames = fieldnames or list(dict.fromkeys(k for row in rows for k in row))
-    writer = csv.DictWriter(buf, fieldnames=fieldnames)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def ensemble_runs(run_dirs, output: str | Path = "runs", name: str | None = None) -> tuple[Path, dict[str, Any]]:

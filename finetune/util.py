@@ -58,3 +58,21 @@ def yaml_text(values: dict[str, Any], header: str = "") -> str:
     import yaml
 
     return (f"# {header}\n" if header else "") + yaml.safe_dump(values, sort_keys=False)
+
+
+def csv_text(rows: list[dict], fieldnames: list[str] | None = None) -> str:
+    """``rows`` as CSV text with a header (the union of their keys, in first-seen order, unless given).
+
+    Example:
+        >>> csv_text([{"a": 1, "b": 2}, {"a": 3}]).splitlines()
+        ['a,b', '1,2', '3,']
+    """
+    import csv
+    import io
+
+    buf = io.StringIO()
+    fieldnames = fieldnames or list(dict.fromkeys(k for row in rows for k in row))
+    writer = csv.DictWriter(buf, fieldnames=fieldnames)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()

@@ -230,11 +230,13 @@ class DetectorTraining:
                 break
             began = time.perf_counter()
             sums: dict[str, float] = {}
+            seen = 0
             for x, grids, truth in batches(epoch):
                 parts = step(x, grids, truth)
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * len(truth)
-            n = max(self._seen, 1)
+                seen += len(truth)
+            n = max(seen, 1)
             val = score()
             seconds = time.perf_counter() - began
             row = {"phase": name, "epoch": epoch + 1, **{k: round(v / n, 4) for k, v in sums.items()},
@@ -265,7 +267,6 @@ class DetectorTraining:
 
         def batches(epoch: int):
             order = np.random.default_rng(self.recipe.seed + epoch).permutation(count)
-            self._seen = count
             for at in range(0, count, self.recipe.batch_size):
                 pick = order[at:at + self.recipe.batch_size]
                 yield [m[pick].astype(np.float32) for m in maps], [g[pick] for g in grids], truth[pick]
@@ -275,7 +276,6 @@ class DetectorTraining:
     def _live_batches(self, epoch: int):
         rng = np.random.default_rng(self.recipe.seed + 10_000 + epoch)
         order = rng.permutation(len(self.train))
-        self._seen = len(order)
         for at in range(0, len(order), self.recipe.batch_size):
             pick = order[at:at + self.recipe.batch_size]
             images, boxes, labels = augment_boxes(self.train.images[pick], [self.train.boxes[i] for i in pick],
