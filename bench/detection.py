@@ -30,15 +30,10 @@ SIZE = 608
 
 
 def _test_map(model, heads, test, recipe) -> dict:
-    import numpy as np
+    from finetune.training.detect_recipe import detect_images, split_map
 
-    from finetune.training.detect_recipe import detect_batch, split_map
-
-    found = []
-    for at in range(0, len(test), recipe.batch_size):
-        found += detect_batch(model(test.images[at:at + recipe.batch_size].astype(np.float32), training=False),
-                              heads, recipe.input_size)
-    return split_map(test, found, recipe.class_names)
+    return split_map(test, detect_images(model, test.images, heads, recipe.input_size, recipe.batch_size),
+                     recipe.class_names)
 
 
 def measure_default(overrides: dict | None = None) -> dict:
@@ -68,7 +63,7 @@ def measure_scratch(seconds: float) -> dict:
 
     from finetune.config import TrainConfig
     from finetune.data.boxes import decode_boxes
-    from finetune.detection_runs import _sections_only, plan_detection
+    from finetune.detection_runs import plan_detection
     from finetune.training.detect_recipe import DetectorTraining
 
     start = time.perf_counter()

@@ -16,35 +16,42 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .choices import DETECTOR_PREFIX
 from .config import TrainConfig
 from .data.boxes import BoxSet, BoxSplit, decode_boxes, read_boxes, split_boxes
 from .errors import ConfigError, RunError
 from .models.yolo import Detection, Detector, YoloHead, parse_cfg
-from .training.detect_resolve import BoxFacts, DetectionRecipe, resolve_detection
+from .training.detect_resolve import BoxFacts, DetectionRecipe, detector_name, resolve_detection
 from .util import atomic_text, atomic_write, yaml_text
 
 #: a prediction counts in the report's pictures and error counts from this score
 SHOWN_SCORE = 0.3
 
 
-def detector_source(name: str):
-    """``(cfg sections, pretrained keras.Model or None)`` of ``yolov4_tiny`` or ``darknet:CFG[,WEIGHTS]``."""
-    from .models.yolo import build_darknet, detector_files, load_darknet_weights, load_yolo
+def detector_sections(name: str):
+    """The cfg sections of the detector ``name`` (``yolov4_tiny`` or ``darknet:CFG[,WEIGHTS]``)."""
+    from .models.yolo import detector_files
 
-    if name.startswith("darknet:"):
-        cfg, _, weights = name[len("darknet:"):].partition(",")
-        try:
-            sections = parse_cfg(Path(cfg).read_text(encoding="utf-8"))
-        except OSError as err:
-            raise ConfigError(f"backbone {name!r}: cannot read the cfg ({err})") from None
-        if not weights:
-            return sections, None
-        model, _ = build_darknet(sections)
-        load_darknet_weights(model, sections, weights)
-        return sections, model
-    cfg, _, _ = detector_files(name)
-    sections = parse_cfg(Path(cfg).read_text(encoding="utf-8"))
-    return sections, load_yolo(name).model
+    cfg = name[len(DETECTOR_PREFIX):].partition(",")[0] if name.startswith(DETECTOR_PREFIX) else detector_files(name)[0]
+    try:
+        return parse_cfg(Path(cfg).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"backbone {name!r}: cannot read the cfg ({err})") from None
+
+
+def pretrained_model(name: str, sections):
+    """The pretrained network of the detector ``name`` built from ``sections``, or ``None`` (a cfg without weights:
+    random init)."""
+    from .models.yolo import build_darknet, load_darknet_weights, load_yolo
+
+    if not name.startswith(DETECTOR_PREFIX):
+        return load_yolo(name).model
+    weights = name[len(DETECTOR_PREFIX):].partition(",")[2]
+    if not weights:
+        return None
+    model, _ = build_darknet(sections)
+    load_darknet_weights(model, sections, weights)
+    return model
 
 
 def box_facts(splits: dict[str, BoxSet], detector: str, sections) -> BoxFacts:
@@ -69,27 +76,10 @@ def plan_detection(config: TrainConfig) -> tuple[dict[str, BoxSet], DetectionRec
     splits = split_boxes(read_boxes(config.data, config.images), config.val_split, config.test_split, config.resolved_split_seed)
     if not splits["train"].box_count:
         raise RunError(f"{config.data}: the training split has no boxes; nothing to learn from")
-    name = config.backbone if config.backbone != TrainConfig().backbone else "yolov4_tiny"
-    sections = _sections_only(name)
+    name = detector_name(config.backbone)
+    sections = detector_sections(name)
     recipe = resolve_detection(config, box_facts(splits, name, sections))
     return splits, recipe, sections
-
-
-def _sections_only(name: str):
-    from .choices import DETECTOR_BACKBONES
-
-    if name not in DETECTOR_BACKBONES and not name.startswith("darknet:"):
-        raise ConfigError(f"backbone {name!r} is not a detector; boxes train {', '.join(DETECTOR_BACKBONES)} or "
-                          "darknet:CFG[,WEIGHTS] (a Darknet cfg with [yolo] heads)")
-    if name.startswith("darknet:"):
-        cfg = name[len("darknet:"):].partition(",")[0]
-        try:
-            return parse_cfg(Path(cfg).read_text(encoding="utf-8"))
-        except OSError as err:
-            raise ConfigError(f"backbone {name!r}: cannot read the cfg ({err})") from None
-    from .models.yolo import detector_files
-
-    return parse_cfg(Path(detector_files(name)[0]).read_text(encoding="utf-8"))
 
 
 def train_detection(config: TrainConfig, *, overwrite: bool = False, log: Callable[[str], None] = print,
@@ -100,11 +90,11 @@ def train_detection(config: TrainConfig, *, overwrite: bool = False, log: Callab
     epoch (the cache is rebuilt, the same seeded views and batches follow), and ends as the uninterrupted run would.
     """
     from .runs import RUN_CONFIG_HEADER, new_run_dir
-    from .training.detect_recipe import DetectionCheckpoint, detect_batch, split_map, train_detector
+    from .training.detect_recipe import DetectionCheckpoint, detect_images, split_map, train_detector
 
     start = time.perf_counter()
-    splits, recipe, _ = plan_detection(config)
-    sections, source = detector_source(recipe.detector)
+    splits, recipe, sections = plan_detection(config)
+    source = pretrained_model(recipe.detector, sections)
     for name, boxes in splits.items():
         log(f"{name:<5} {boxes.summary()}")
     decoded = {k: decode_boxes(v, recipe.input_size) for k, v in splits.items()}
@@ -123,9 +113,7 @@ def train_detection(config: TrainConfig, *, overwrite: bool = False, log: Callab
     metrics, found = None, []
     test = decoded["test"]
     if len(test):
-        for at in range(0, len(test), recipe.batch_size):
-            outputs = result.model(test.images[at:at + recipe.batch_size].astype(np.float32), training=False)
-            found += detect_batch(outputs, result.heads, recipe.input_size)
+        found = detect_images(result.model, test.images, result.heads, recipe.input_size, recipe.batch_size)
         metrics = {"split": "test", **split_map(test, found, recipe.class_names)}
     result.timings["total"] = time.perf_counter() - start
     _write(run_dir, config, recipe, result, splits, metrics, test, found)
@@ -280,7 +268,7 @@ def load_detector(run_dir: str | Path) -> Detector:
 def evaluate_detection_run(run_dir: str | Path, data: str | None = None) -> dict:
     """COCO mAP of a detection run on its test split (the run's config re-splits its data with the same seeds), or
     on every image of ``data`` (boxes in any format :func:`~finetune.data.boxes.read_boxes` reads)."""
-    from .training.detect_recipe import detect_batch, split_map
+    from .training.detect_recipe import detect_images, split_map
 
     run_dir = Path(run_dir)
     detector = load_detector(run_dir)
@@ -296,8 +284,5 @@ def evaluate_detection_run(run_dir: str | Path, data: str | None = None) -> dict
         chosen = split_boxes(read_boxes(config.data, config.images), config.val_split, config.test_split,
                              config.resolved_split_seed)["test"]
     split = decode_boxes(chosen, detector.input_size)
-    found = []
-    for at in range(0, len(split), 8):
-        found += detect_batch(detector.model(split.images[at:at + 8].astype(np.float32), training=False),
-                              detector.heads, detector.input_size)
-    return split_map(split, found, detector.class_names)
+    return split_map(split, detect_images(detector.model, split.images, detector.heads, detector.input_size),
+                     detector.class_names)

@@ -32,20 +32,14 @@ def detection_archive(detector, score: float, iou: float):
     import keras
     import tensorflow as tf
 
-    from .training.yolo_loss import decode_tf
+    from .models.yolo import decode_grids
 
     size, heads, model = detector.input_size, detector.heads, detector.model
     classes = heads[0].classes
 
     def detect(image):
-        outputs = model(image, training=False)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        boxes, scores = [], []
-        for raw, head in zip(outputs, heads):
-            box, logits = decode_tf(raw, head, size)
-            boxes.append(tf.reshape(box, (-1, 4)))
-            scores.append(tf.reshape(tf.sigmoid(logits[..., :1]) * tf.sigmoid(logits[..., 1:]), (-1, classes)))
-        boxes, scores = tf.concat(boxes, 0), tf.concat(scores, 0)
+        boxes, scores = decode_grids(detector.outputs(image), heads, size)
+        boxes, scores = boxes[0], scores[0]
         half = boxes[:, 2:] / 2
         corners = tf.concat([boxes[:, :2] - half, boxes[:, :2] + half], 1) * float(size)  # x0 y0 x1 y1
         yxyx = tf.gather(corners, [1, 0, 3, 2], axis=1)
@@ -127,8 +121,7 @@ def _parity(detector, runner, images: np.ndarray, score: float, iou: float) -> d
 
     box_diff, score_diff, total, same = 0.0, 0.0, 0, True
     for image in images:
-        outputs = detector.model(image[None].astype(np.float32), training=False)
-        boxes, scores = decode([np.asarray(o) for o in outputs], detector.heads, detector.input_size)
+        boxes, scores = decode(detector.outputs(image[None].astype(np.float32)), detector.heads, detector.input_size)
         expected = non_max_suppression(boxes[0], scores[0], score=score, iou=iou)[:MAX_DETECTIONS]
         got = runner(image[None].astype(np.float32))
         if len(expected) != len(got["scores"]):

@@ -53,6 +53,11 @@ class Detector:
     class_names: list[str]
     input_size: int
 
+    def outputs(self, x) -> list:
+        """The raw grids of a batch, always as a list."""
+        outputs = self.model(x, training=False)
+        return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
     def detect(self, images, *, score: float = 0.2, iou: float = 0.45) -> list[list["Detection"]]:
         """Detections in each image (``(H, W, 3)`` RGB arrays of any size): boxes in the image's pixels."""
         from ..data.images import resize_plain
@@ -61,13 +66,12 @@ class Detector:
             import tensorflow as tf
 
             signature = [tf.TensorSpec((None, self.input_size, self.input_size, 3), tf.float32)]
-            self._forward = tf.function(lambda x: self.model(x, training=False), input_signature=signature)
+            self._forward = tf.function(lambda x: decode_grids(self.outputs(x), self.heads, self.input_size),
+                                        input_signature=signature)
         found = []
         for image in images:
             h, w = image.shape[:2]
-            outputs = self._forward(resize_plain(image, self.input_size)[None])
-            outputs = [np.asarray(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
-            boxes, scores = decode(outputs, self.heads, self.input_size)
+            boxes, scores = (np.asarray(t) for t in self._forward(resize_plain(image, self.input_size)[None]))
             kept = non_max_suppression(boxes[0], scores[0], score=score, iou=iou)
             found.append([Detection(self.class_names[c], float(s), _pixels(b, w, h)) for b, s, c in kept])
         return found
@@ -243,27 +247,46 @@ def load_darknet_weights(model: keras.Model, sections: list[dict[str, str]], pat
                           "fit the cfg")
 
 
-def decode(outputs: list[np.ndarray], heads: list[YoloHead], input_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(boxes, scores)`` of every anchor of every cell: boxes ``(N, A, 4)`` as centre x, y, width, height in
-    fractions of the input; scores ``(N, A, classes)`` = objectness x class probability."""
+def decode_grid(raw, head: YoloHead, input_size: int, training: bool = False):
+    """``(boxes, logits)`` of one raw grid (TensorFlow): boxes ``(B, S, S, A, 4)`` centre/size in fractions of the
+    input, logits ``(B, S, S, A, 1 + C)`` (objectness, classes). Size offsets are clipped to [-8, 8] before ``exp``;
+    with ``training`` the clip passes the gradient through (a clipped offset can still learn its way back)."""
+    import tensorflow as tf
+
+    shape = tf.shape(raw)
+    rows, cols, k = shape[1], shape[2], len(head.anchors)
+    g = tf.reshape(raw, (shape[0], rows, cols, k, 5 + head.classes))
+    col, row = tf.meshgrid(tf.range(cols), tf.range(rows))
+    cell = tf.cast(tf.stack([col, row], -1), raw.dtype)[None, :, :, None, :]
+    size = tf.cast(tf.stack([cols, rows]), raw.dtype)
+    xy = (tf.sigmoid(g[..., :2]) * head.scale_x_y - (head.scale_x_y - 1) / 2 + cell) / size
+    offsets = g[..., 2:4]
+    clipped = tf.clip_by_value(offsets, -8.0, 8.0)
+    if training:
+        clipped = offsets + tf.stop_gradient(clipped - offsets)
+    wh = tf.exp(clipped) * tf.constant(head.anchors, raw.dtype) / input_size
+    return tf.concat([xy, wh], -1), g[..., 4:]
+
+
+def decode_grids(outputs, heads: list[YoloHead], input_size: int):
+    """``(boxes, scores)`` tensors of every anchor of every cell of every head: boxes ``(N, A, 4)`` as centre x, y,
+    width, height in fractions of the input; scores ``(N, A, classes)`` = objectness x class probability. Runs
+    eagerly, inside :meth:`Detector.detect`'s traced forward pass and inside exported graphs."""
+    import tensorflow as tf
+
     boxes, scores = [], []
-    for grid, head in zip(outputs, heads):
-        n, rows, cols, _ = grid.shape
-        k = len(head.anchors)
-        g = grid.reshape(n, rows, cols, k, -1).astype(np.float64)
-        col, row = np.meshgrid(np.arange(cols), np.arange(rows))
-        sig = 1 / (1 + np.exp(-g[..., :2]))
-        shift = (head.scale_x_y - 1) / 2
-        x = (col[None, :, :, None] + sig[..., 0] * head.scale_x_y - shift) / cols
-        y = (row[None, :, :, None] + sig[..., 1] * head.scale_x_y - shift) / rows
-        anchors = np.asarray(head.anchors)
-        w = np.exp(g[..., 2]) * anchors[:, 0] / input_size
-        h = np.exp(g[..., 3]) * anchors[:, 1] / input_size
-        objectness = 1 / (1 + np.exp(-g[..., 4:5]))
-        classes = 1 / (1 + np.exp(-g[..., 5:]))
-        boxes.append(np.stack([x, y, w, h], -1).reshape(n, -1, 4))
-        scores.append((objectness * classes).reshape(n, -1, head.classes))
-    return np.concatenate(boxes, 1).astype(np.float32), np.concatenate(scores, 1).astype(np.float32)
+    for raw, head in zip(outputs, heads):
+        box, logits = decode_grid(tf.cast(raw, tf.float32), head, input_size)
+        n = tf.shape(box)[0]
+        boxes.append(tf.reshape(box, (n, -1, 4)))
+        scores.append(tf.reshape(tf.sigmoid(logits[..., :1]) * tf.sigmoid(logits[..., 1:]), (n, -1, head.classes)))
+    return tf.concat(boxes, 1), tf.concat(scores, 1)
+
+
+def decode(outputs: list[np.ndarray], heads: list[YoloHead], input_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`decode_grids` on NumPy grids, as NumPy arrays."""
+    boxes, scores = decode_grids([np.asarray(o, np.float32) for o in outputs], heads, input_size)
+    return boxes.numpy(), scores.numpy()
 
 
 def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, *, score: float = 0.2, iou: float = 0.45,

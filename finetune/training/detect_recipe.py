@@ -64,15 +64,23 @@ def build_for(recipe: DetectionRecipe, sections, source: keras.Model | None):
     return model, heads, tuned
 
 
-def detect_batch(outputs, heads, input_size: int, score: float = EVAL_SCORE, keep: int = EVAL_KEEP):
-    """Per image, ``[(corners in input pixels, score, class)]`` from a batch of raw grids."""
-    outputs = [np.asarray(o) for o in outputs]
-    boxes, scores = decode(outputs, heads, input_size)
+def detect_all(predict: Callable[[slice], list], count: int, heads, input_size: int, batch_size: int = 8,
+               score: float = EVAL_SCORE, keep: int = EVAL_KEEP) -> list[list[tuple]]:
+    """Per example, ``[(corners in input pixels, score, class)]``: ``predict(slice)`` gives the raw grids of the
+    examples in that slice (a model on images, or the top on cached maps), ``count`` examples in batches."""
     found = []
-    for b, s in zip(boxes, scores):
-        kept = non_max_suppression(b, s, score=score, top_k=4 * keep)[:keep]
-        found.append([(_corners(box) * input_size, sc, c) for box, sc, c in kept])
+    for at in range(0, count, batch_size):
+        boxes, scores = decode(predict(slice(at, at + batch_size)), heads, input_size)
+        for b, s in zip(boxes, scores):
+            kept = non_max_suppression(b, s, score=score, top_k=4 * keep)[:keep]
+            found.append([(_corners(box) * input_size, sc, c) for box, sc, c in kept])
     return found
+
+
+def detect_images(model: keras.Model, images: np.ndarray, heads, input_size: int, batch_size: int = 8):
+    """:func:`detect_all` of ``model`` on ``images`` ``(N, S, S, 3)`` at the input size."""
+    return detect_all(lambda s: model(images[s].astype(np.float32), training=False), len(images), heads, input_size,
+                      batch_size)
 
 
 def _corners(box) -> np.ndarray:
@@ -192,9 +200,7 @@ class DetectorTraining:
     def _val_score(self, predict: Callable[[slice], list]) -> dict:
         if not len(self.val) or not sum(len(b) for b in self.val.boxes):
             return {"map50": None, "map": None}
-        found = []
-        for at in range(0, len(self.val), self.recipe.batch_size):
-            found += detect_batch(predict(slice(at, at + self.recipe.batch_size)), self.heads, self.recipe.input_size)
+        found = detect_all(predict, len(self.val), self.heads, self.recipe.input_size, self.recipe.batch_size)
         return split_map(self.val, found, self.recipe.class_names)
 
     def _budget_left(self, epoch_seconds: float) -> bool:

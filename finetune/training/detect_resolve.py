@@ -111,6 +111,20 @@ class DetectionRecipe:
         return "\n".join(lines)
 
 
+def detector_name(backbone: str) -> str:
+    """The detector a box run trains: ``backbone``, or ``yolov4_tiny`` for the (classification) default.
+
+    Raises:
+        ConfigError: ``backbone`` is not a detector.
+    """
+    if backbone == TrainConfig().backbone:
+        return DETECTOR_BACKBONES[0]
+    if backbone not in DETECTOR_BACKBONES and not backbone.startswith(DETECTOR_PREFIX):
+        raise ConfigError(f"backbone {backbone!r} is not a detector; boxes train {', '.join(DETECTOR_BACKBONES)} or "
+                          f"{DETECTOR_PREFIX}CFG[,WEIGHTS] (a Darknet cfg with [yolo] heads)")
+    return backbone
+
+
 def resolve_detection(config: TrainConfig, facts: BoxFacts) -> DetectionRecipe:
     """The recipe for ``config`` on data with ``facts``; pure (the anchors' k-means is seeded).
 
@@ -141,12 +155,7 @@ def resolve_detection(config: TrainConfig, facts: BoxFacts) -> DetectionRecipe:
     from ..models.yolo_tune import kmeans_anchors
 
     anchors = kmeans_anchors(facts.box_sizes * size, ANCHORS, seed=config.seed)
-    detector = config.backbone
-    if detector == defaults.backbone:
-        detector = DETECTOR_BACKBONES[0]
-    elif detector not in DETECTOR_BACKBONES and not detector.startswith(DETECTOR_PREFIX):
-        raise ConfigError(f"backbone {detector!r} is not a detector; boxes train {', '.join(DETECTOR_BACKBONES)} or "
-                          f"{DETECTOR_PREFIX}CFG[,WEIGHTS] (a Darknet cfg with [yolo] heads)")
+    detector = detector_name(config.backbone)
     train_images = facts.counts.get("train", (0, 0))[0]
     if not facts.counts.get("val", (0, 0))[1]:
         notes.append("no validation boxes: each phase runs its epochs and the last weights are kept")

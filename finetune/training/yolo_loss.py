@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from ..models.yolo import decode_grid
 from ..models.yolo_tune import wh_iou
 
 
@@ -47,25 +48,6 @@ def encode_targets(boxes: np.ndarray, labels: np.ndarray, heads, grid_sizes: lis
     return grids, truth
 
 
-def decode_tf(raw: tf.Tensor, head, input_size: int, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
-    """``(boxes, logits)`` of one raw grid: boxes ``(B, S, S, A, 4)`` centre/size in fractions of the input,
-    logits ``(B, S, S, A, 1 + C)`` (objectness, classes). Size offsets are clipped to [-8, 8] before ``exp``;
-    with ``training`` the clip passes the gradient through (a clipped offset can still learn its way back)."""
-    shape = tf.shape(raw)
-    rows, cols, k = shape[1], shape[2], len(head.anchors)
-    g = tf.reshape(raw, (shape[0], rows, cols, k, 5 + head.classes))
-    col, row = tf.meshgrid(tf.range(cols), tf.range(rows))
-    cell = tf.cast(tf.stack([col, row], -1), raw.dtype)[None, :, :, None, :]
-    size = tf.cast(tf.stack([cols, rows]), raw.dtype)
-    xy = (tf.sigmoid(g[..., :2]) * head.scale_x_y - (head.scale_x_y - 1) / 2 + cell) / size
-    offsets = g[..., 2:4]
-    clipped = tf.clip_by_value(offsets, -8.0, 8.0)
-    if training:
-        clipped = offsets + tf.stop_gradient(clipped - offsets)
-    wh = tf.exp(clipped) * tf.constant(head.anchors, raw.dtype) / input_size
-    return tf.concat([xy, wh], -1), g[..., 4:]
-
-
 def _corners(box: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return box[..., :2] - box[..., 2:] / 2, box[..., :2] + box[..., 2:] / 2
 
@@ -90,7 +72,7 @@ def yolo_loss(outputs, grids, truth: tf.Tensor, heads, input_size: int, ignore: 
     batch = tf.cast(tf.shape(truth)[0], tf.float32)
     bce = tf.nn.sigmoid_cross_entropy_with_logits
     for raw, target, head in zip(outputs, grids, heads):
-        boxes, logits = decode_tf(tf.cast(raw, tf.float32), head, input_size, training=True)
+        boxes, logits = decode_grid(tf.cast(raw, tf.float32), head, input_size, training=True)
         positive = target[..., 4]
         giou = box_iou(boxes, target[..., :4], generalized=True)
         small = 2.0 - target[..., 2] * target[..., 3]
