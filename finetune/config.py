@@ -104,6 +104,7 @@ class TrainConfig:
     class_weight: str | None = None
     decision: str = "accuracy"
     ordinal: bool = False
+    bag_blend: bool | None = None
     cache_features: bool = True
     cache_variants: int | None = None
     tune_inputs: str = "auto"

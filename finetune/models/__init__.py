@@ -13,6 +13,7 @@ from .build import ModelParts, build_model, check_image_size, input_size_for, is
 from .freeze import UnfreezePolicy, backbone_from_model, blocks_of, freeze
 from .heads import HeadConfig, build_classifier, pooling_layer
 from .reuse import reuse
+from . import token_bag  # noqa: F401  (registers the text models' bag-of-words layers for loading)
 
 __all__ = [
     "Backbone", "HeadConfig", "ModelParts", "UnfreezePolicy", "UnknownBackboneError", "backbone_from_model",

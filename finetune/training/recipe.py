@@ -104,6 +104,7 @@ def fine_tune(
         run.timings["scan"] = scanned
         for phase in recipe_phases(run.config):
             run.fit(phase)
+        run.blend_bag()
         run.decide()
         return run.result()
 
@@ -216,6 +217,38 @@ class RecipeRun(PhaseInputs):
         elif phase.keep == "if_better":
             self.kept_earlier = not self._improved(phase, done_before)
         self.timings[phase.name] = self.timings.get(phase.name, 0.0) + time.perf_counter() - started
+
+    def blend_bag(self) -> None:
+        """A text recipe's last step: a bag of token 1-2-grams fitted on the training texts, blended into the
+        model at the share val prefers (:mod:`~finetune.training.bag_blend`); nothing when val prefers the
+        network alone."""
+        if not self.config.bag_blend:
+            return
+        if self.val_ds is None:
+            self.notes.append("bag-of-words blend: no validation split to choose its share on; not blended")
+            return
+        from ..evaluation.predict import probabilities
+        from ..models.token_bag import vocabulary_size, with_token_bag
+        from .bag_blend import blend_weight, fit_token_bag
+
+        started = time.perf_counter()
+        texts, labels = zip(*self.folder.splits["train"])
+        fitted = fit_token_bag(self.spec.tokenize(list(texts)), np.asarray(labels), self.folder.num_classes,
+                               vocabulary_size(self.parts.model), seed=self.config.seed)
+        model = self.parts.model
+        p_net, val_labels = probabilities(model, self.val_ds)
+        p_bag, _ = probabilities(keras.Model(model.input, fitted.layer([model.input["token_ids"],
+                                                                         model.input["padding_mask"]])), self.val_ds)
+        weight, losses = blend_weight(p_net, p_bag, val_labels)
+        what = (f"bag-of-words blend: TF-IDF token 1-2-grams + logistic regression (C={fitted.C:g} by "
+                f"cross-validation) on the {len(texts)} training texts; val log loss {losses[1.0]:.3f} network, "
+                f"{losses[0.0]:.3f} bag, {losses[weight]:.3f} at the network's share {weight:g}")
+        if weight < 1.0:
+            self.parts.model = with_token_bag(model, fitted.layer, weight)
+            self.notes.append(what + ": blended")
+        else:
+            self.notes.append(what + ": the network alone (not blended)")
+        self.timings["bag"] = time.perf_counter() - started
 
     def decide(self) -> None:
         """Fit the config's decision rule on val: ``--ordinal`` cut points (for accuracy, or balanced accuracy

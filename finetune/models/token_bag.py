@@ -1,0 +1,141 @@
+"""A bag-of-n-grams linear model on a text model's own token ids, and its blend with the network.
+
+A fine-tuned encoder and a TF-IDF logistic regression make different mistakes; averaging their
+probabilities beats both (bench/README.md, Text). :class:`TokenBag` computes the linear model inside the
+Keras graph from the ``token_ids`` and ``padding_mask`` the encoder already reads, so the blended model
+stays one plain ``keras.Model`` with the same inputs: predict, serve, explain and export take it as they
+take the network alone. Features: every token id and every pair of neighbouring ids (hashed into
+``bigram_bins``), counted per text, sublinear (``1 + log count``), times IDF, L2-normalised per text
+(scikit-learn's ``TfidfTransformer(sublinear_tf=True)``); the weights are fitted by
+:func:`finetune.training.bag_blend.fit_token_bag`. TensorFlow ops only (``unique``, segment sums, gathers:
+TFLite builtins).
+
+Example:
+    >>> bag = TokenBag(vocabulary_size=10, units=1, bigram_bins=16)
+    >>> ids = np.array([[1, 4, 4, 2, 0]]); mask = ids > 0
+    >>> [float(v) for v in np.asarray(bag([ids, mask]))[0]]  # zero weights: the sigmoid of 0
+    [0.5]
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+__all__ = ["BIGRAM_BINS", "ProbabilityBlend", "TokenBag", "bag_keys", "vocabulary_size", "with_token_bag"]
+
+#: Hash buckets of the token pairs (scikit-learn's ``HashingVectorizer`` uses 2**20 for all features).
+BIGRAM_BINS = 2**18
+
+
+def bag_keys(token_ids: np.ndarray, padding_mask: np.ndarray, vocabulary_size: int,
+             bigram_bins: int = BIGRAM_BINS) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, features)``: one entry per token and per neighbouring pair of each text, as :class:`TokenBag`
+    counts them (NumPy, for fitting)."""
+    ids = np.asarray(token_ids).astype(np.int64) % vocabulary_size
+    mask = np.asarray(padding_mask).astype(bool)
+    rows = np.broadcast_to(np.arange(len(ids), dtype=np.int64)[:, None], ids.shape)
+    pairs = vocabulary_size + (ids[:, :-1] * vocabulary_size + ids[:, 1:]) % bigram_bins
+    both = mask[:, :-1] & mask[:, 1:]
+    return (np.concatenate([rows[mask], rows[:, :-1][both]]), np.concatenate([ids[mask], pairs[both]]))
+
+
+@keras.saving.register_keras_serializable(package="finetune")
+class TokenBag(keras.layers.Layer):
+    """Class probabilities of a linear model on TF-IDF token 1-2-grams (see the module docstring).
+
+    Args:
+        vocabulary_size: Token ids are taken modulo this (the encoder's vocabulary).
+        units: 1 (a sigmoid: two classes) or the number of classes (a softmax).
+        bigram_bins: Hash buckets of the token pairs.
+    Call it on ``[token_ids, padding_mask]``; its weights (``idf``, ``kernel``, ``bias``) are not trainable.
+    """
+
+    def __init__(self, vocabulary_size: int, units: int, bigram_bins: int = BIGRAM_BINS, **kwargs):
+        super().__init__(**kwargs)
+        self.vocabulary_size, self.units, self.bigram_bins = int(vocabulary_size), int(units), int(bigram_bins)
+        size = self.vocabulary_size + self.bigram_bins
+        self.idf = self.add_weight(shape=(size,), initializer="ones", trainable=False, name="idf")
+        self.kernel = self.add_weight(shape=(size, self.units), initializer="zeros", trainable=False, name="kernel")
+        self.bias = self.add_weight(shape=(self.units,), initializer="zeros", trainable=False, name="bias")
+        self.built = True
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        token_ids, padding_mask = inputs
+        vocab, size = self.vocabulary_size, self.vocabulary_size + self.bigram_bins
+        ids = tf.math.floormod(tf.cast(token_ids, tf.int64), vocab)
+        mask = tf.cast(padding_mask, tf.bool)
+        batch = tf.shape(ids)[0]
+        rows = tf.broadcast_to(tf.range(tf.cast(batch, tf.int64))[:, None], tf.shape(ids))
+        pairs = vocab + tf.math.floormod(ids[:, :-1] * vocab + ids[:, 1:], self.bigram_bins)
+        both = mask[:, :-1] & mask[:, 1:]
+        text = tf.concat([tf.boolean_mask(rows, mask), tf.boolean_mask(rows[:, :-1], both)], 0)
+        gram = tf.concat([tf.boolean_mask(ids, mask), tf.boolean_mask(pairs, both)], 0)
+        unique, index = tf.unique(text * size + gram)
+        found = tf.size(unique)
+        counts = tf.math.unsorted_segment_sum(tf.ones_like(gram, tf.float32), index, found)
+        # each unique key's text and n-gram (an int32 segment max, not a division: TFLite's builtins have neither for int64)
+        row, feature = (tf.math.unsorted_segment_max(tf.cast(t, tf.int32), index, found) for t in (text, gram))
+        value = (1.0 + tf.math.log(counts)) * tf.gather(tf.convert_to_tensor(self.idf), feature)
+        norm = tf.math.unsorted_segment_sum(value * value, row, batch)
+        logits = tf.math.unsorted_segment_sum(value[:, None] * tf.gather(tf.convert_to_tensor(self.kernel), feature),
+                                              row, batch)
+        logits = logits * tf.math.rsqrt(tf.maximum(norm, 1e-12))[:, None] + self.bias
+        return tf.sigmoid(logits) if self.units == 1 else tf.nn.softmax(logits)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "vocabulary_size": self.vocabulary_size, "units": self.units,
+                "bigram_bins": self.bigram_bins}
+
+
+@keras.saving.register_keras_serializable(package="finetune")
+class ProbabilityBlend(keras.layers.Layer):
+    """``weight * first + (1 - weight) * second``: two models' probabilities averaged.
+
+    Example:
+        >>> float(ProbabilityBlend(0.25)([np.ones((1, 1)), np.zeros((1, 1))])[0, 0])
+        0.25
+    """
+
+    def __init__(self, weight: float, **kwargs):
+        super().__init__(**kwargs)
+        self.weight = float(weight)
+
+    def call(self, inputs):
+        first, second = inputs
+        return self.weight * first + (1.0 - self.weight) * second
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight}
+
+
+def vocabulary_size(model: keras.Model) -> int:
+    """The largest ``Embedding`` input size inside ``model``: its token vocabulary (BERT's or GloVe's)."""
+    from .graph import walk_layers
+
+    sizes = [layer.input_dim for layer in walk_layers(model) if isinstance(layer, keras.layers.Embedding)]
+    if not sizes:
+        raise ValueError(f"{model.name} has no Embedding layer: no token vocabulary to count")
+    return int(max(sizes))
+
+
+def with_token_bag(model: keras.Model, bag: TokenBag, weight: float) -> keras.Model:
+    """``model`` with ``bag`` beside it on the same token inputs, their probabilities blended (``weight`` on the
+    network). The layers are ``model``'s own: nothing is copied."""
+    inputs = model.input
+    blended = ProbabilityBlend(weight, name="bag_blend")([model.output, bag([inputs["token_ids"],
+                                                                               inputs["padding_mask"]])])
+    return keras.Model(inputs, blended, name=model.name)
+
+
+def token_bag_of(model: keras.Model) -> TokenBag | None:
+    """The :class:`TokenBag` blended into ``model``, if any."""
+    return next((layer for layer in model.layers if isinstance(layer, TokenBag)), None)
