@@ -56,8 +56,8 @@ def measure(name: str, overrides: str, n: int, draw: int, outside: int) -> dict[
 
         result = tfidf_baseline(train_texts, train_labels, held_texts, held_labels)
         probs, classes, extra = result.probabilities, list(result.classes), {"C": result.C}
-    elif name == "wordpiece":
-        probs, classes, extra = _wordpiece_bag(train_texts, train_labels, held_texts)
+    elif name in ("wordpiece", "wordpiece_chars"):
+        probs, classes, extra = _wordpiece_bag(train_texts, train_labels, held_texts, chars=name.endswith("chars"))
     else:
         import csv
         import os
@@ -85,7 +85,25 @@ def measure(name: str, overrides: str, n: int, draw: int, outside: int) -> dict[
     return {"name": name, "n": n, "draw": draw, "wall_s": round(time.perf_counter() - _START, 1), **extra}
 
 
-def _wordpiece_bag(train_texts, train_labels, held_texts):
+def _piece_char_grams(bins: int) -> list[list[int]]:
+    """Each WordPiece's character 2-5-grams (a word start padded with a space, "##" pieces not), hashed (crc32)."""
+    import zlib
+
+    import keras_hub
+
+    from finetune.data.text import checkpoint_source
+
+    pieces = keras_hub.models.BertTokenizer.from_preset(checkpoint_source("minilm_l6")).get_vocabulary()
+    table = []
+    for piece in pieces:
+        body = piece[2:] if piece.startswith("##") else " " + piece
+        body += " "
+        grams = {body[i:i + n] for n in range(2, 6) for i in range(len(body) - n + 1)}
+        table.append([zlib.crc32(g.encode()) % bins for g in sorted(grams)])
+    return table
+
+
+def _wordpiece_bag(train_texts, train_labels, held_texts, chars=False):
     """Logistic regression on TF-IDF of the model's own WordPiece ids (1-2-grams, bigrams hashed), C by CV: what a
     bag-of-words branch inside the Keras model could compute from its token inputs."""
     import numpy as np
@@ -98,6 +116,7 @@ def _wordpiece_bag(train_texts, train_labels, held_texts):
 
     spec = TextSpec(tokenizer="minilm_l6", sequence_length=256)
     vocab, bins = 30522, 2**18
+    table = _piece_char_grams(bins) if chars else None
 
     def counts(texts):
         inputs = spec.tokenize(texts)
@@ -106,9 +125,11 @@ def _wordpiece_bag(train_texts, train_labels, held_texts):
         for r, (row, m) in enumerate(zip(ids, mask)):
             tokens = row[m][1:-1]
             grams = list(tokens) + [vocab + (a * vocab + b) % bins for a, b in zip(tokens[:-1], tokens[1:])]
+            if table is not None:
+                grams += [vocab + bins + g for t in tokens for g in table[t]]
             rows += [r] * len(grams)
             cols += grams
-        return sparse.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(texts), vocab + bins))
+        return sparse.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(texts), vocab + 2 * bins))
 
     tfidf = TfidfTransformer(sublinear_tf=True)
     x = tfidf.fit_transform(counts(train_texts))

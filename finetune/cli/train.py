@@ -93,7 +93,7 @@ TRAIN_OPTIONS = [
                       "fitted on val for accuracy (balanced accuracy with --decision balanced). [default: off]"),
     click.option("--bag-blend/--no-bag-blend", "bag_blend", default=None,
                  help="Text: blend a TF-IDF bag of token 1-2-grams (logistic regression fitted on the training texts) "
-                      "into the model, its share chosen on val. [default: on for one-label text tasks]"),
+                      "into the model, half and half with the network. [default: on for one-label text tasks]"),
     click.option("--cache-features/--no-cache-features", "cache_features", default=None,
                  help="Run the frozen base once and train the head on cached features. [default: on]"),
     _opt("--cache-variants", int, "K augmented copies per image in the caches: phase 1 trains on the original and all "

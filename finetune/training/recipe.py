@@ -219,35 +219,31 @@ class RecipeRun(PhaseInputs):
         self.timings[phase.name] = self.timings.get(phase.name, 0.0) + time.perf_counter() - started
 
     def blend_bag(self) -> None:
-        """A text recipe's last step: a bag of token 1-2-grams fitted on the training texts, blended into the
-        model at the share val prefers (:mod:`~finetune.training.bag_blend`); nothing when val prefers the
-        network alone."""
+        """A text recipe's last step: a bag of token 1-2-grams fitted on the training texts and blended into the
+        model half and half (:mod:`~finetune.training.bag_blend`); val's log losses go to the notes."""
         if not self.config.bag_blend:
             return
-        if self.val_ds is None:
-            self.notes.append("bag-of-words blend: no validation split to choose its share on; not blended")
+        if self.budget_end is not None and time.monotonic() > self.budget_end:
+            self.notes.append("bag-of-words blend: the time budget is spent; not fitted")
             return
         from ..evaluation.predict import probabilities
         from ..models.token_bag import vocabulary_size, with_token_bag
-        from .bag_blend import blend_weight, fit_token_bag
+        from .bag_blend import BLEND_SHARE, fit_token_bag, log_losses
 
         started = time.perf_counter()
         texts, labels = zip(*self.folder.splits["train"])
         fitted = fit_token_bag(self.spec.tokenize(list(texts)), np.asarray(labels), self.folder.num_classes,
                                vocabulary_size(self.parts.model), seed=self.config.seed)
-        model = self.parts.model
-        p_net, val_labels = probabilities(model, self.val_ds)
-        p_bag, _ = probabilities(keras.Model(model.input, fitted.layer([model.input["token_ids"],
-                                                                         model.input["padding_mask"]])), self.val_ds)
-        weight, losses = blend_weight(p_net, p_bag, val_labels)
+        network = self.parts.model
+        self.parts.model = with_token_bag(network, fitted.layer, BLEND_SHARE)
         what = (f"bag-of-words blend: TF-IDF token 1-2-grams + logistic regression (C={fitted.C:g} by "
-                f"cross-validation) on the {len(texts)} training texts; val log loss {losses[1.0]:.3f} network, "
-                f"{losses[0.0]:.3f} bag, {losses[weight]:.3f} at the network's share {weight:g}")
-        if weight < 1.0:
-            self.parts.model = with_token_bag(model, fitted.layer, weight)
-            self.notes.append(what + ": blended")
-        else:
-            self.notes.append(what + ": the network alone (not blended)")
+                f"cross-validation) on the {len(texts)} training texts, averaged half and half with the network")
+        if self.val_ds is not None:
+            p_net, val_labels = probabilities(network, self.val_ds)
+            tokens = [network.input[k] for k in ("token_ids", "padding_mask")]
+            p_bag, _ = probabilities(keras.Model(network.input, fitted.layer(tokens)), self.val_ds)
+            what += "; val log loss " + ", ".join(f"{k} {v:.3f}" for k, v in log_losses(p_net, p_bag, val_labels).items())
+        self.notes.append(what)
         self.timings["bag"] = time.perf_counter() - started
 
     def decide(self) -> None:
