@@ -25,16 +25,29 @@ def _token_batch(rng, n=40, length=12, vocab=50):
     return {"token_ids": np.where(mask, ids, 0).astype(np.int32), "padding_mask": mask}
 
 
-@pytest.mark.parametrize("classes", [2, 3])
-def test_the_layer_computes_the_fitted_logistic_regression(classes):
-    """TokenBag's TensorFlow features (unique, segment sums) give scikit-learn's probabilities on the same TF-IDF."""
+TOKENS = ["[PAD]", "[CLS]", "[SEP]"] + [f"{'##' if i % 4 == 0 else ''}{w}" for i, w in
+                                         enumerate(f"tea{'s' * (i % 3)}café{i}" for i in range(47))]
+
+
+@pytest.mark.parametrize("classes,tokens", [(2, None), (3, None), (2, TOKENS)])
+def test_the_layer_computes_the_fitted_logistic_regression(classes, tokens):
+    """TokenBag's TensorFlow features (unique, segment sums, the character n-gram table) give scikit-learn's
+    probabilities on the same TF-IDF, and survive a save and load."""
+    import keras
+
+    from finetune.models.token_bag import char_gram_table
+
     rng = np.random.default_rng(0)
     inputs = _token_batch(rng)
     labels = inputs["token_ids"][:, 3] % classes  # learnable from one token
-    fitted = fit_token_bag(inputs, labels, classes, vocabulary_size=50, bigram_bins=64)
+    fitted = fit_token_bag(inputs, labels, classes, vocabulary_size=50, bigram_bins=64, tokens=tokens, char_bins=32)
     layer = fitted.layer
-    idf, kernel, bias = layer.get_weights()
-    logits = _tfidf(_counts(inputs, 50, 64), idf) @ kernel + bias
+    idf, kernel, bias, *table = layer.get_weights()
+    chars = char_gram_table(tokens, 32) if tokens else None
+    if tokens:
+        np.testing.assert_array_equal(table[0], chars)
+        assert TOKENS[3] == "##teacafé0" and (chars[3] >= 0).sum() == 8 + 7 + 6 + 5  # the n-grams of "teacafé0 "
+    logits = _tfidf(_counts(inputs, 50, 64, chars, 32 if tokens else 0), idf) @ kernel + bias
     expected = 1 / (1 + np.exp(-logits)) if classes == 2 else np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     got = np.asarray(layer([inputs["token_ids"], inputs["padding_mask"]]))
     np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -42,6 +55,12 @@ def test_the_layer_computes_the_fitted_logistic_regression(classes):
     # padding is ignored: the same texts padded further give the same probabilities
     wider = {k: np.pad(v, ((0, 0), (0, 5))) for k, v in inputs.items()}
     np.testing.assert_allclose(layer([wider["token_ids"], wider["padding_mask"]]), got, atol=1e-6)
+    ids = keras.Input((None,), dtype="int32"), keras.Input((None,), dtype="bool")
+    model = keras.Model(list(ids), layer(list(ids)))
+    path = f"/tmp/token_bag_{classes}_{bool(tokens)}_{rng.integers(1 << 30)}.keras"
+    model.save(path)
+    again = keras.models.load_model(path)
+    np.testing.assert_allclose(again([inputs["token_ids"], inputs["padding_mask"]]), got, atol=1e-6)
 
 
 def test_the_val_log_losses_of_the_parts_and_the_blend():

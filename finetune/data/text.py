@@ -108,6 +108,13 @@ class TextSpec:
         packed = _packer(self.tokenizer, self.sequence_length)([self.normalize(str(t)) for t in texts])
         return {k: np.asarray(v) for k, v in packed.items()}
 
+    def token_strings(self) -> list[str]:
+        """The string of every token id, in id order (WordPiece's ``##`` continuation marks kept; GloVe's ids 0
+        and 1 are padding and out-of-vocabulary, written ``""``)."""
+        if self.word_level:
+            return ["", ""] + list(self.vocabulary)
+        return list(_tokenizer(self.tokenizer).get_vocabulary())
+
     def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
         """Tokens per text before any cut (special tokens included)."""
         if self.word_level:

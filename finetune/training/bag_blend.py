@@ -1,7 +1,7 @@
 """The last step of a text run: fit a bag-of-n-grams model on the training texts and blend it in, half and half.
 
 :func:`fit_token_bag` fits :class:`~finetune.models.token_bag.TokenBag`'s weights: TF-IDF of the training
-texts' token 1-2-grams (IDF from the training texts), scikit-learn's ``LogisticRegression`` with ``C`` chosen
+texts' token 1-2-grams and the tokens' character 2-5-grams (IDF from the training texts), scikit-learn's ``LogisticRegression`` with ``C`` chosen
 by stratified 5-fold cross-validation on log loss (the blend averages probabilities, so they must be
 calibrated). The network and the bag get equal shares (:data:`BLEND_SHARE`): a share picked on the
 validation split was tried first and was noise at these sizes (45 val reviews of 300 picked the bag alone
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..models.token_bag import BIGRAM_BINS, TokenBag, bag_keys
+from ..models.token_bag import BIGRAM_BINS, CHAR_BINS, TokenBag, bag_keys, char_gram_table
 
 __all__ = ["BLEND_SHARE", "FittedBag", "fit_token_bag", "log_losses"]
 
@@ -41,13 +41,13 @@ class FittedBag:
     seconds: float
 
 
-def _counts(inputs: dict, vocabulary_size: int, bins: int):
+def _counts(inputs: dict, vocabulary_size: int, bins: int, chars: np.ndarray | None = None, char_bins: int = 0):
     from scipy import sparse
 
     n = len(inputs["token_ids"])
-    rows, features = bag_keys(inputs["token_ids"], inputs["padding_mask"], vocabulary_size, bins)
+    rows, features = bag_keys(inputs["token_ids"], inputs["padding_mask"], vocabulary_size, bins, chars)
     matrix = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, features)),
-                               shape=(n, vocabulary_size + bins))
+                               shape=(n, vocabulary_size + bins + char_bins))
     matrix.sum_duplicates()
     return matrix
 
@@ -61,15 +61,20 @@ def _tfidf(counts, idf: np.ndarray):
 
 
 def fit_token_bag(inputs: dict, labels: np.ndarray, num_classes: int, vocabulary_size: int, *,
-                  bigram_bins: int = BIGRAM_BINS, seed: int = 0) -> FittedBag:
+                  bigram_bins: int = BIGRAM_BINS, tokens: list[str] | None = None, char_bins: int = CHAR_BINS,
+                  seed: int = 0) -> FittedBag:
     """A :class:`TokenBag` fitted on the tokenized training texts ``inputs`` (``token_ids``, ``padding_mask``) and
-    their class indices ``labels`` (every class among them)."""
+    their class indices ``labels`` (every class among them); with the string of every token id (``tokens``)
+    the tokens' character n-grams are features too."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
     start = time.perf_counter()
     labels = np.asarray(labels).astype(int)
-    counts = _counts(inputs, vocabulary_size, bigram_bins)
+    chars = char_gram_table(list(tokens)[:vocabulary_size] + [""] * (vocabulary_size - len(tokens)), char_bins) \
+        if tokens is not None else None
+    char_bins = char_bins if chars is not None else 0
+    counts = _counts(inputs, vocabulary_size, bigram_bins, chars, char_bins)
     df = np.bincount(counts.indices, minlength=counts.shape[1])
     idf = (np.log((1.0 + counts.shape[0]) / (1.0 + df)) + 1.0).astype(np.float32)  # scikit-learn's smooth idf
     x = _tfidf(counts, idf)
@@ -79,9 +84,10 @@ def fit_token_bag(inputs: dict, labels: np.ndarray, num_classes: int, vocabulary
     search.fit(x, labels)
     model = search.best_estimator_
     units = 1 if num_classes == 2 else num_classes
-    layer = TokenBag(vocabulary_size, units, bigram_bins, name="token_bag")
+    layer = TokenBag(vocabulary_size, units, bigram_bins, char_bins, chars.shape[1] if chars is not None else 0,
+                     name="token_bag")
     kernel = model.coef_.T.astype(np.float32)
-    layer.set_weights([idf, kernel, model.intercept_.astype(np.float32)])
+    layer.set_weights([idf, kernel, model.intercept_.astype(np.float32)] + ([chars] if chars is not None else []))
     return FittedBag(layer, float(search.best_params_["C"]), float(-search.best_score_),
                      time.perf_counter() - start)
 

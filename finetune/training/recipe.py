@@ -233,10 +233,12 @@ class RecipeRun(PhaseInputs):
         started = time.perf_counter()
         texts, labels = zip(*self.folder.splits["train"])
         fitted = fit_token_bag(self.spec.tokenize(list(texts)), np.asarray(labels), self.folder.num_classes,
-                               vocabulary_size(self.parts.model), seed=self.config.seed)
+                               vocabulary_size(self.parts.model), tokens=self.spec.token_strings(),
+                               seed=self.config.seed)
         network = self.parts.model
         self.parts.model = with_token_bag(network, fitted.layer, BLEND_SHARE)
-        what = (f"bag-of-words blend: TF-IDF token 1-2-grams + logistic regression (C={fitted.C:g} by "
+        what = (f"bag-of-words blend: TF-IDF of token 1-2-grams and their character 2-5-grams + logistic "
+                f"regression (C={fitted.C:g} by "
                 f"cross-validation) on the {len(texts)} training texts, averaged half and half with the network")
         if self.val_ds is not None:
             p_net, val_labels = probabilities(network, self.val_ds)
