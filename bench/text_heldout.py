@@ -6,7 +6,10 @@ validation split carved from them, as the benchmark does) and is scored on ``--o
 4,000 that are *not* in the draw (a stratified sample, seed ``100 + d``): a held-out set several times
 larger than a run's validation split, so a choice is made on train data with a fraction of the noise.
 The TF-IDF baseline is fitted on the same N and scored on the same reviews, and every configuration is
-also scored as a 50/50 probability blend with it (the blend lever in bench/README.md, Text).
+also scored as a 50/50 probability blend with it (the blend lever in bench/README.md, Text). Two cells
+train no network: ``wordpiece`` (logistic regression on TF-IDF of the MiniLM WordPiece 1-2-grams, C by
+5-fold CV) and ``wordpiece_chars`` (the same plus each WordPiece's character 2-5-grams): what a bag inside
+the Keras model can compute from its token inputs.
 
 Probabilities are kept in ``bench/out/heldout/`` (one ``.npz`` per cell) so later summaries reuse them.
 

@@ -219,7 +219,7 @@ class RecipeRun(PhaseInputs):
         self.timings[phase.name] = self.timings.get(phase.name, 0.0) + time.perf_counter() - started
 
     def blend_bag(self) -> None:
-        """A text recipe's last step: a bag of token 1-2-grams fitted on the training texts and blended into the
+        """A text recipe's last step: a bag of token n-grams fitted on the training texts and blended into the
         model half and half (:mod:`~finetune.training.bag_blend`); val's log losses go to the notes."""
         if not self.config.bag_blend:
             return
@@ -238,8 +238,8 @@ class RecipeRun(PhaseInputs):
         network = self.parts.model
         self.parts.model = with_token_bag(network, fitted.layer, BLEND_SHARE)
         what = (f"bag-of-words blend: TF-IDF of token 1-2-grams and their character 2-5-grams + logistic "
-                f"regression (C={fitted.C:g} by "
-                f"cross-validation) on the {len(texts)} training texts, averaged half and half with the network")
+                f"regression (C={fitted.C:g} by cross-validation) on the {len(texts)} training texts, averaged half "
+                "and half with the network")
         if self.val_ds is not None:
             p_net, val_labels = probabilities(network, self.val_ds)
             tokens = [network.input[k] for k in ("token_ids", "padding_mask")]

@@ -287,24 +287,26 @@ def _resolve_text(config: TrainConfig, facts: Facts) -> Recipe:
 
 
 def _bag_blend(config: TrainConfig, facts: Facts, notes: list[str]) -> bool:
-    """Whether a text run ends by blending in a bag of token n-grams (:mod:`finetune.training.bag_blend`)."""
+    """Whether a text run ends by blending in a bag of token n-grams (:mod:`finetune.training.bag_blend`); the
+    one fact read outside ``config`` and ``facts`` is whether scikit-learn (which fits the bag) is installed."""
     import importlib.util
 
-    why_not = ("several labels per text" if facts.multi_label else
-               "--decision balanced shifts the network's own bias" if config.decision == "balanced" else
-               "scikit-learn is not installed (pip install scikit-learn)" if importlib.util.find_spec("sklearn") is None
-               else None)
+    why_not = ("a task with several labels per text" if facts.multi_label else
+               "--decision balanced (it shifts the network's own bias)" if config.decision == "balanced" else
+               "scikit-learn, which is not installed (pip install scikit-learn)"
+               if importlib.util.find_spec("sklearn") is None else None)
     if config.bag_blend and why_not:
-        raise ConfigError(f"bag_blend: not with {why_not} (drop --bag-blend)")
+        raise ConfigError(f"bag_blend: needs one label per text, --decision accuracy and scikit-learn; not with "
+                          f"{why_not}: drop --bag-blend")
     if config.bag_blend is False:
         return False
     if why_not:
-        notes.append(f"no bag-of-words blend: {why_not}")
+        notes.append(f"no bag-of-words blend: not with {why_not}")
         return False
     notes.append("bag-of-words blend after training: TF-IDF of the token 1-2-grams and their character 2-5-grams "
-                 "+ logistic regression (C by "
-                 "cross-validation) fitted on the training texts, its probabilities averaged half and half with the "
-                 "network's (on held-out Fine Foods training reviews the blend beat both: bench/README.md, Text)")
+                 "+ logistic regression (C by cross-validation) fitted on the training texts, its probabilities "
+                 "averaged half and half with the network's (on held-out Fine Foods training reviews the blend beat "
+                 "both: bench/README.md, Text)")
     return True
 
 
