@@ -2,8 +2,10 @@
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from finetune import TrainConfig, fine_tune, load_run, train
+from finetune.cli import main
 from finetune.errors import ConfigError
 from finetune.models.token_bag import TokenBag, token_bag_of
 from finetune.training.bag_blend import _counts, _tfidf, fit_token_bag, log_losses
@@ -95,6 +97,9 @@ def test_a_text_run_blends_the_bag_and_reloads_it(tiny_bert, tmp_path):
     assert "bag-of-words blend" in (run_dir / "report.md").read_text()
     saved = export(run_dir, "savedmodel", images=probe)  # the bag's ops inside the raw-string graph
     assert saved.parity.max_abs_diff < 1e-5, saved.summary()
+    for format in ("tflite", "onnx"):  # TFLite builtins only; ONNX through tf2onnx, run by onnxruntime
+        out = CliRunner().invoke(main, ["export", str(run_dir), "--format", format])
+        assert out.exit_code == 0 and "top-1 100.0%" in out.output, out.output
 
 
 def test_no_bag_blend_keeps_the_network_alone(tiny_bert):
@@ -131,4 +136,4 @@ def test_without_scikit_learn_or_time_the_network_stays_alone(tiny_bert, monkeyp
     with pytest.raises(ConfigError, match="pip install scikit-learn"):
         fine_tune((texts, labels), backbone=tiny_bert, bag_blend=True, verbose=0)
     result = fine_tune((texts, labels), backbone=tiny_bert, **{**FAST, "tune_epochs": 0}, verbose=0)
-    assert token_bag_of(result.model) is None and any("scikit-learn is not installed" in n for n in result.notes)
+    assert token_bag_of(result.model) is None and any("scikit-learn, which is not installed" in n for n in result.notes)

@@ -116,10 +116,11 @@ class TokenBag(keras.layers.Layer):
         text, gram = tf.concat(text, 0), tf.concat(gram, 0)
         unique, index = tf.unique(text * size + gram)
         found = tf.size(unique)
-        counts = tf.math.unsorted_segment_sum(tf.ones_like(gram, tf.float32), index, found)
-        # each unique key's text and n-gram (an int32 segment max, not a division: TFLite's builtins have neither for int64)
-        row, feature = (tf.math.unsorted_segment_max(tf.cast(t, tf.int32), index, found) for t in (text, gram))
-        value = (1.0 + tf.math.log(counts)) * tf.gather(tf.convert_to_tensor(self.idf), feature)
+        counts = tf.math.unsorted_segment_sum(tf.ones_like(index), index, found)
+        # each unique key's text from int32 sums (TFLite has no int64 division, ONNX no segment max), then its n-gram
+        row = tf.math.unsorted_segment_sum(tf.cast(text, tf.int32), index, found) // counts
+        feature = unique - tf.cast(row, tf.int64) * size
+        value = (1.0 + tf.math.log(tf.cast(counts, tf.float32))) * tf.gather(tf.convert_to_tensor(self.idf), feature)
         norm = tf.math.unsorted_segment_sum(value * value, row, batch)
         logits = tf.math.unsorted_segment_sum(value[:, None] * tf.gather(tf.convert_to_tensor(self.kernel), feature),
                                               row, batch)

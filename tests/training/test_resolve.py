@@ -148,8 +148,8 @@ def test_lr_find_then_train_reuses_no_squashed_features(tmp_path, monkeypatch):
     alone = features_after([fit], tmp_path / "alone")
     after = features_after([lr_find, fit], tmp_path / "after")
     assert alone and set(alone) == set(after)  # lr-find wrote the very features train reads: nothing else
-    for name in alone:
-        np.testing.assert_array_equal(alone[name], after[name])
+    for name in alone:  # two computations of the same features: equal up to float rounding (squashed ones are not)
+        np.testing.assert_allclose(alone[name], after[name], rtol=1e-5, atol=1e-7)
 
 
 PROBE = (
