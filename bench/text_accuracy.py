@@ -76,33 +76,38 @@ def measure_tfidf(n: int, draw: int, data: str = str(DEST)) -> dict[str, Any]:
             "cv_accuracy": {f"{c:g}": a for c, a in result.cv_accuracy.items()}}
 
 
-def measure_finetune(n: int, draw: int, data: str = str(DEST), overrides: str = "{}") -> dict[str, Any]:
-    """finetune's default text recipe (``finetune train reviews.csv``) on draw ``draw`` of N reviews: it carves its
-    validation split (15%) from the same N; scored on the official test set. Wall time: from the child's start
-    (imports included) to the run folder written and the test set predicted."""
+def train_and_predict(train_texts, train_labels, texts, draw: int, overrides: dict, prefix: str = "text-bench-"):
+    """``finetune train`` on the texts (15% val carved from them, seed ``draw``, a fresh feature cache), then the
+    run folder's model on ``texts``: ``(class probabilities, class names, run_dir, result)``."""
     import csv
+    import os
     import tempfile
 
     from finetune import TrainConfig, load_run, train
-    from finetune.evaluation.metrics import classification_metrics
+    from finetune.evaluation.predict import as_class_probs
 
-    import os
-
-    train_texts, train_labels, test_texts, test_labels = _data(n, draw, data)
-    folder = Path(tempfile.mkdtemp(prefix="text-bench-"))
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
     os.environ["FINETUNE_CACHE_DIR"] = str(folder / "cache")  # every run computes its features: no earlier run helps
     with open(folder / "train.csv", "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
         writer.writerow(["text", "label"])
         writer.writerows(zip(train_texts, train_labels))
     config = TrainConfig(data=str(folder / "train.csv"), val_split=0.15, test_split=0.0, seed=draw,
-                         output=str(folder / "runs"), name="run", **json.loads(overrides))
+                         output=str(folder / "runs"), name="run", **overrides)
     run_dir, result, _ = train(config, verbose=0)
     run = load_run(run_dir)
-    from finetune.evaluation.predict import as_class_probs
+    return as_class_probs(run.predict(texts, batch_size=64)), list(run.classes), run_dir, result
 
-    probs = as_class_probs(run.predict(test_texts, batch_size=64))
-    names = run.classes
+
+def measure_finetune(n: int, draw: int, data: str = str(DEST), overrides: str = "{}") -> dict[str, Any]:
+    """finetune's default text recipe (``finetune train reviews.csv``) on draw ``draw`` of N reviews: it carves its
+    validation split (15%) from the same N; scored on the official test set. Wall time: from the child's start
+    (imports included) to the run folder written and the test set predicted."""
+    from finetune.evaluation.metrics import classification_metrics
+
+    train_texts, train_labels, test_texts, test_labels = _data(n, draw, data)
+    probs, names, run_dir, result = train_and_predict(train_texts, train_labels, test_texts, draw,
+                                                      json.loads(overrides))
     metrics = classification_metrics([names.index(label) for label in test_labels], probs, names)
     return {"accuracy": metrics["accuracy"], "balanced": metrics["balanced_accuracy"],
             "fit_s": sum(result.timings.get(k, 0.0) for k in ("head", "tune", "features")),

@@ -30,7 +30,7 @@ _START = time.perf_counter()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import child_main, in_child  # noqa: E402
-from bench.text_accuracy import draw_subset  # noqa: E402
+from bench.text_accuracy import draw_subset, train_and_predict  # noqa: E402
 from bench.text_data import DEST, read_split  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out" / "heldout"
@@ -62,48 +62,14 @@ def measure(name: str, overrides: str, n: int, draw: int, outside: int) -> dict[
     elif name in ("wordpiece", "wordpiece_chars"):
         probs, classes, extra = _wordpiece_bag(train_texts, train_labels, held_texts, chars=name.endswith("chars"))
     else:
-        import csv
-        import os
-        import tempfile
-
-        from finetune import TrainConfig, load_run, train
-        from finetune.evaluation.predict import as_class_probs
-
-        folder = Path(tempfile.mkdtemp(prefix="text-heldout-"))
-        os.environ["FINETUNE_CACHE_DIR"] = str(folder / "cache")
-        with open(folder / "train.csv", "w", newline="", encoding="utf-8") as file:
-            writer = csv.writer(file)
-            writer.writerow(["text", "label"])
-            writer.writerows(zip(train_texts, train_labels))
-        config = TrainConfig(data=str(folder / "train.csv"), val_split=0.15, test_split=0.0, seed=draw,
-                             output=str(folder / "runs"), name="run", **json.loads(overrides))
-        run_dir, result, _ = train(config, verbose=0)
-        run = load_run(run_dir)
-        probs, classes = as_class_probs(run.predict(held_texts, batch_size=64)), list(run.classes)
+        probs, classes, _, result = train_and_predict(train_texts, train_labels, held_texts, draw,
+                                                      json.loads(overrides), prefix="text-heldout-")
         best = min((r["val_loss"] for r in result.history if r.get("phase") == result.kept_phase), default=None)
         extra = {"kept": result.kept_phase, "best_val_loss": best,
                  "timings": {k: round(v, 1) for k, v in result.timings.items()}}
     OUT.mkdir(parents=True, exist_ok=True)
     np.savez(path, probs=probs, classes=np.array(classes), labels=np.array(held_labels))
     return {"name": name, "n": n, "draw": draw, "wall_s": round(time.perf_counter() - _START, 1), **extra}
-
-
-def _piece_char_grams(bins: int) -> list[list[int]]:
-    """Each WordPiece's character 2-5-grams (a word start padded with a space, "##" pieces not), hashed (crc32)."""
-    import zlib
-
-    import keras_hub
-
-    from finetune.data.text import checkpoint_source
-
-    pieces = keras_hub.models.BertTokenizer.from_preset(checkpoint_source("minilm_l6")).get_vocabulary()
-    table = []
-    for piece in pieces:
-        body = piece[2:] if piece.startswith("##") else " " + piece
-        body += " "
-        grams = {body[i:i + n] for n in range(2, 6) for i in range(len(body) - n + 1)}
-        table.append([zlib.crc32(g.encode()) % bins for g in sorted(grams)])
-    return table
 
 
 def _wordpiece_bag(train_texts, train_labels, held_texts, chars=False):
@@ -116,10 +82,11 @@ def _wordpiece_bag(train_texts, train_labels, held_texts, chars=False):
     from sklearn.model_selection import GridSearchCV
 
     from finetune.data.text import TextSpec
+    from finetune.models.token_bag import char_gram_table
 
     spec = TextSpec(tokenizer="minilm_l6", sequence_length=256)
     vocab, bins = 30522, 2**18
-    table = _piece_char_grams(bins) if chars else None
+    table = char_gram_table(spec.token_strings(), bins) if chars else None  # the product's own table
 
     def counts(texts):
         inputs = spec.tokenize(texts)
@@ -129,7 +96,7 @@ def _wordpiece_bag(train_texts, train_labels, held_texts, chars=False):
             tokens = row[m][1:-1]
             grams = list(tokens) + [vocab + (a * vocab + b) % bins for a, b in zip(tokens[:-1], tokens[1:])]
             if table is not None:
-                grams += [vocab + bins + g for t in tokens for g in table[t]]
+                grams += [vocab + bins + int(g) for t in tokens for g in table[t] if g >= 0]
             rows += [r] * len(grams)
             cols += grams
         return sparse.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(texts), vocab + 2 * bins))

@@ -21,12 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..evaluation.text_baseline import C_GRID  # the report's TF-IDF baseline's grid
 from ..models.token_bag import BIGRAM_BINS, CHAR_BINS, TokenBag, bag_keys, char_gram_table
 
 __all__ = ["BLEND_SHARE", "FittedBag", "fit_token_bag", "log_losses"]
 
-#: The inverse regularisation strengths cross-validation chooses from (the report's TF-IDF baseline's grid).
-C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 #: The network's share of the blended probabilities (the bag has the rest).
 BLEND_SHARE = 0.5
 
