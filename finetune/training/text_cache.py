@@ -83,7 +83,8 @@ class TextCut:
         inputs = spec.tokenize(texts)
         lengths = inputs["padding_mask"].sum(axis=1).astype(np.int64)
         names = [n for n in inputs if n in input_names(self.bottom)]
-        bottom = tf.function(lambda x: self.bottom(x, training=False), reduce_retracing=True)
+        signature = {n: tf.TensorSpec([None, None], tf.as_dtype(inputs[n].dtype)) for n in names}
+        bottom = tf.function(lambda x: self.bottom(x, training=False), input_signature=[signature])
         rows: list[Any] = [None] * len(texts)
         batches = batch_order(lengths, batch_size, None)
         progress = keras.utils.Progbar(len(batches), unit_name="batch") if verbose else None
@@ -102,7 +103,8 @@ class TextCut:
         """Phase 1's features from the cache: the frozen top and the masked mean, one row per text."""
         import tensorflow as tf
 
-        pool = tf.function(lambda s, m: parts.pool(self.run_top(s, m), mask=m), reduce_retracing=True)
+        pool = tf.function(lambda s, m: parts.pool(self.run_top(s, m), mask=m),
+                           input_signature=[tf.TensorSpec([None, None, self.width]), tf.TensorSpec([None, None], tf.bool)])
         texts, out = cached.per_text(), np.zeros((len(cached.lengths), self.width), np.float32)
         for indices in batch_order(cached.lengths, batch_size, None):
             states, mask = _padded([texts[i] for i in indices])
