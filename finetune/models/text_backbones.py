@@ -42,6 +42,8 @@ class TextBackbone:
         cacheable: Whether phase 2 can train on cached hidden states at a cut between transformer layers
             (layers that take the states and the padding mask alone: BERT, DistilBERT, RoBERTa; not DeBERTa,
             whose layers also take relative position embeddings). Checked again on the built encoder.
+        layers: Transformer layers, when known without loading (``None``: unknown).
+        width: Hidden size, when known without loading (``None``: unknown).
     """
 
     name: str
@@ -54,10 +56,12 @@ class TextBackbone:
     preprocessing: str = "tokenizer"
     unused_layers: tuple[str, ...] = ("pooled_dense",)  # the [CLS] pooler: the head pools the token states instead
     cacheable: bool = True
+    layers: int | None = None
+    width: int | None = None
 
     @property
     def default_unfreeze(self) -> str:
-        return "the last 2 transformer layers"
+        return "last 2-4 layers (by data)" if self.layers and self.layers >= 6 else "the last 2 transformer layers"
 
     def resolve_weights(self, weights: str | None) -> str | None:
         """The weights file of a local checkpoint (what identifies cached features), ``None`` for random weights or
@@ -99,7 +103,7 @@ def get_text_backbone(name: str) -> TextBackbone:
                                    f"keras-hub text preset ({', '.join(p + '...' for p in TEXT_PRESET_PREFIXES[:3])}) "
                                    "or a local checkpoint folder")
     if name == "minilm_l6":
-        return TextBackbone(name, "MiniLM-L6 (BERT)", 512, 256, 22.7)
+        return TextBackbone(name, "MiniLM-L6 (BERT)", 512, 256, 22.7, layers=6, width=384)
     if uses_words(name):
         from .glove import get_glove_backbone
 
@@ -109,7 +113,10 @@ def get_text_backbone(name: str) -> TextBackbone:
     positions = config.get("max_position_embeddings") or config.get("config", {}).get("max_sequence_length")
     trained = _json(os.path.join(folder, "sentence_bert_config.json")).get("max_seq_length")
     family = str(config.get("model_type") or config.get("class_name") or name).lower()
-    return TextBackbone(name, "BERT family (keras-hub)", positions, trained, cacheable="deberta" not in family)
+    inner = config.get("config", {})  # a keras-hub preset folder's config.json nests the backbone's arguments
+    return TextBackbone(name, "BERT family (keras-hub)", positions, trained, cacheable="deberta" not in family,
+                        layers=config.get("num_hidden_layers") or inner.get("num_layers"),
+                        width=config.get("hidden_size") or inner.get("hidden_dim"))
 
 
 def list_text_backbones() -> list[TextBackbone]:

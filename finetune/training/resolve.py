@@ -204,6 +204,11 @@ WORD_TUNE_LR = 1e-4
 TEXT_TUNE_PATIENCE = 3
 #: Text: phase 1's learning rate when the config keeps the image default (validation probe in bench/README.md).
 TEXT_HEAD_LR = 1e-2
+#: Text: phase 2's work per epoch that the default unfreeze point aims for, in training tokens x unfrozen layers of a
+#: 384-wide encoder (MiniLM-L6's; a wider layer counts (width / 384)^2 times): 2 to 4 layers, the more the fewer
+#: the texts. On held-out training reviews 3-4 layers beat 2 by 1-2 points at 300 and 1,000 reviews (blended with
+#: the bag of words); at 4,000 two layers already take most of the time goal (bench/README.md, Text).
+TEXT_TUNE_WORK = 250_000
 
 
 def _resolve_text(config: TrainConfig, facts: Facts) -> Recipe:
@@ -268,7 +273,7 @@ def _resolve_text(config: TrainConfig, facts: Facts) -> Recipe:
                      "and rose after")
     given = [k for k in ("unfreeze_from", "unfreeze_blocks", "unfreeze_fraction") if decided[k] is not None]
     if not given:
-        decided["unfreeze_blocks"] = 1 if word_level else 2
+        decided["unfreeze_blocks"] = 1 if word_level else _text_unfrozen_layers(backbone, facts, length, notes)
     if word_level and decided["tune_lr"] is None:
         decided["tune_lr"] = WORD_TUNE_LR
         notes.append(f"phase-2 learning rate {WORD_TUNE_LR:g}: the word vectors move slowly (lr/10)")
@@ -284,6 +289,21 @@ def _resolve_text(config: TrainConfig, facts: Facts) -> Recipe:
     spec = TextSpec(tokenizer=backbone.name, sequence_length=length, vocabulary=facts.vocabulary if word_level else ())
     blocks = "block (the GloVe embedding)" if word_level else "transformer layers"
     return _recipe(decided, spec, blocks, backbone.default_unfreeze, notes)
+
+
+def _text_unfrozen_layers(backbone, facts: Facts, length: int, notes: list[str]) -> int:
+    """Phase 2's unfrozen transformer layers: as many (2 to 4, and 2 fewer than the encoder has) as keep an
+    epoch's work near :data:`TEXT_TUNE_WORK`; 2 where the encoder's size is unknown before loading it."""
+    layers, width = getattr(backbone, "layers", None), getattr(backbone, "width", None)
+    tokens = sum(min(n, length) for n in facts.text_lengths)
+    if not (layers and width and tokens) or layers < 6:
+        return 2
+    work = tokens * (width / 384) ** 2
+    chosen = int(max(2, min(4, layers - 2, TEXT_TUNE_WORK // work)))
+    notes.append(f"phase 2 unfreezes the last {chosen} of {layers} transformer layers: {tokens:,} training tokens, "
+                 f"so {chosen} layers keep an epoch near {TEXT_TUNE_WORK:,} token-layers (2 to 4: more where texts "
+                 "are few)")
+    return chosen
 
 
 def _bag_blend(config: TrainConfig, facts: Facts, notes: list[str]) -> bool:

@@ -191,3 +191,25 @@ def test_dry_run_prints_the_recipe_and_builds_nothing(image_folder, tmp_path):
     for line in ("input          32x32 RGB 0-255, resize crop", "phase 2", "chosen", "dry run: nothing built"):
         assert line in result.output
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("texts, layers", [(300, 4), (1000, 3), (4000, 2)])
+def test_text_phase_two_unfreezes_more_layers_where_texts_are_few(texts, layers):
+    from finetune.models.text_backbones import get_text_backbone
+
+    facts = Facts(get_text_backbone("minilm_l6"), num_classes=2, train_counts=(texts // 2, texts - texts // 2),
+                  kind="text", token_lengths=(80, 200, 250, 400, 600), text_lengths=(50, 100) * (texts // 2))
+    recipe = resolve(TrainConfig(data="d"), facts)
+    assert recipe.config.unfreeze_blocks == layers
+    assert any(f"the last {layers} of 6 transformer layers" in note for note in recipe.notes)
+    given = resolve(TrainConfig(data="d", unfreeze_blocks=1), facts)
+    assert given.config.unfreeze_blocks == 1  # a given unfreeze point is the user's
+
+
+def test_text_encoders_of_unknown_or_small_size_keep_two_unfrozen_layers():
+    from finetune.models.text_backbones import TextBackbone
+
+    for backbone in (TextBackbone("some_preset"), TextBackbone("tiny", layers=2, width=16)):
+        facts = Facts(backbone, num_classes=2, train_counts=(5, 5), kind="text", token_lengths=(8,) * 5,
+                      text_lengths=(8,) * 10)
+        assert resolve(TrainConfig(data="d"), facts).config.unfreeze_blocks == 2
