@@ -204,7 +204,7 @@ WORD_TUNE_LR = 1e-4
 TEXT_TUNE_PATIENCE = 3
 #: Text: phase 1's learning rate when the config keeps the image default (validation probe in bench/README.md).
 TEXT_HEAD_LR = 1e-2
-#: Text: phase 2's work per epoch that the default unfreeze point aims for, in training tokens x unfrozen layers of a
+#: Text: phase 2's most work per epoch for the default unfreeze point (2 layers at least), in training tokens x unfrozen layers of a
 #: 384-wide encoder (MiniLM-L6's; a wider layer counts (width / 384)^2 times): 2 to 4 layers, the more the fewer
 #: the texts. On held-out training reviews 3-4 layers beat 2 by 1-2 points at 300 and 1,000 reviews (blended with
 #: the bag of words); at 4,000 two layers already take most of the time goal (bench/README.md, Text).
@@ -292,17 +292,16 @@ def _resolve_text(config: TrainConfig, facts: Facts) -> Recipe:
 
 
 def _text_unfrozen_layers(backbone, facts: Facts, length: int, notes: list[str]) -> int:
-    """Phase 2's unfrozen transformer layers: as many (2 to 4, and 2 fewer than the encoder has) as keep an
-    epoch's work near :data:`TEXT_TUNE_WORK`; 2 where the encoder's size is unknown before loading it."""
+    """Phase 2's unfrozen transformer layers: the most (2 to 4, and 2 fewer than the encoder has) that keep an
+    epoch's work within :data:`TEXT_TUNE_WORK` (at least 2); 2 where the encoder's size is unknown before loading."""
     layers, width = getattr(backbone, "layers", None), getattr(backbone, "width", None)
     tokens = sum(min(n, length) for n in facts.text_lengths)
     if not (layers and width and tokens) or layers < 6:
         return 2
     work = tokens * (width / 384) ** 2
     chosen = int(max(2, min(4, layers - 2, TEXT_TUNE_WORK // work)))
-    notes.append(f"phase 2 unfreezes the last {chosen} of {layers} transformer layers: {tokens:,} training tokens, "
-                 f"so {chosen} layers keep an epoch near {TEXT_TUNE_WORK:,} token-layers (2 to 4: more where texts "
-                 "are few)")
+    notes.append(f"phase 2 unfreezes the last {chosen} of {layers} transformer layers: the most (2 to 4) that keep an "
+                 f"epoch within {TEXT_TUNE_WORK:,} token-layers on {tokens:,} training tokens (more where texts are few)")
     return chosen
 
 
