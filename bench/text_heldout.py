@@ -9,7 +9,8 @@ The TF-IDF baseline is fitted on the same N and scored on the same reviews, and 
 also scored as a 50/50 probability blend with it (the blend lever in bench/README.md, Text). Two cells
 train no network: ``wordpiece`` (logistic regression on TF-IDF of the MiniLM WordPiece 1-2-grams, C by
 5-fold CV) and ``wordpiece_chars`` (the same plus each WordPiece's character 2-5-grams): what a bag inside
-the Keras model can compute from its token inputs.
+the Keras model can compute from its token inputs. ``wordbag`` and ``wordbag512`` merge a text's first 256 /
+512 WordPieces back into words and fit the TF-IDF baseline's features on them (what that bag lacks against TF-IDF).
 
 Probabilities are kept in ``bench/out/heldout/`` (one ``.npz`` per cell) so later summaries reuse them.
 
@@ -61,6 +62,8 @@ def measure(name: str, overrides: str, n: int, draw: int, outside: int) -> dict[
         probs, classes, extra = result.probabilities, list(result.classes), {"C": result.C}
     elif name in ("wordpiece", "wordpiece_chars"):
         probs, classes, extra = _wordpiece_bag(train_texts, train_labels, held_texts, chars=name.endswith("chars"))
+    elif name.startswith("wordbag"):  # wordbag, wordbag512: the sequence cap after the name
+        probs, classes, extra = _merged_word_bag(train_texts, train_labels, held_texts, int(name[7:] or 256))
     else:
         probs, classes, _, result = train_and_predict(train_texts, train_labels, held_texts, draw,
                                                       json.loads(overrides), prefix="text-heldout-")
@@ -106,6 +109,39 @@ def _wordpiece_bag(train_texts, train_labels, held_texts, chars=False):
     search = GridSearchCV(LogisticRegression(max_iter=2000), {"C": [0.3, 1, 3, 10, 30, 100]}, cv=5)
     search.fit(x, train_labels)
     probs = search.predict_proba(tfidf.transform(counts(held_texts)))
+    return probs, [str(c) for c in search.classes_], {"C": search.best_params_["C"]}
+
+
+def _merged_word_bag(train_texts, train_labels, held_texts, cap: int):
+    """TF-IDF (word 1-2-grams + char_wb 2-5-grams) + logistic regression (C by CV on log loss) on the texts as the
+    model sees them: its first ``cap`` WordPieces, merged back into words (``##`` pieces joined)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import make_union
+
+    from finetune.data.text import TextSpec
+
+    spec = TextSpec(tokenizer="minilm_l6", sequence_length=cap)
+    vocab = spec.token_strings()
+
+    def words(texts):
+        inputs, out = spec.tokenize(texts), []
+        for row, mask in zip(inputs["token_ids"], inputs["padding_mask"]):
+            merged: list[str] = []
+            for piece in (vocab[t] for t in row[mask][1:-1]):
+                if piece.startswith("##") and merged:
+                    merged[-1] += piece[2:]
+                else:
+                    merged.append(piece)
+            out.append(" ".join(merged))
+        return out
+
+    union = make_union(TfidfVectorizer(ngram_range=(1, 2), token_pattern=r"\S+", sublinear_tf=True),
+                       TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True))
+    search = GridSearchCV(LogisticRegression(max_iter=2000), {"C": [0.3, 1, 3, 10, 30, 100]}, cv=5,
+                          scoring="neg_log_loss").fit(union.fit_transform(words(train_texts)), train_labels)
+    probs = search.predict_proba(union.transform(words(held_texts)))
     return probs, [str(c) for c in search.classes_], {"C": search.best_params_["C"]}
 
 
