@@ -163,13 +163,12 @@ def tfidf_baseline(train_texts: Sequence[str], train_labels: Sequence[Hashable],
     TfidfVectorizer, LogisticRegression, StratifiedKFold, sparse = _sklearn()
     folds = int(min(CV_FOLDS, counts.min()))
     splitter = StratifiedKFold(n_splits=folds, shuffle=shuffle_folds, random_state=seed if shuffle_folds else None)
-    scores = np.zeros((folds, len(C_GRID)))
-    for f, (fit_rows, held_rows) in enumerate(splitter.split(np.zeros(len(y)), y)):
-        x_fit, transform = _features(TfidfVectorizer, sparse, [train[i] for i in fit_rows])
-        x_held = transform([train[i] for i in held_rows])
-        for c, C in enumerate(C_GRID):
-            model = LogisticRegression(C=C, max_iter=MAX_ITER).fit(x_fit, y[fit_rows])
-            scores[f, c] = np.mean(model.predict(x_held) == y[held_rows])
+    from joblib import Parallel, delayed  # scikit-learn's own dependency
+
+    splits = splitter.split(np.zeros(len(y)), y)
+    scores = np.array(Parallel(n_jobs=min(2, folds))(  # the folds in 2 worker processes
+        delayed(_fold_scores)([train[i] for i in fit_rows], y[fit_rows], [train[i] for i in held_rows], y[held_rows])
+        for fit_rows, held_rows in splits))
     mean = scores.mean(axis=0)
     best = int(np.flatnonzero(mean >= mean.max() - 1e-12)[0])  # ties: the smaller C
     x_train, transform = _features(TfidfVectorizer, sparse, train)
@@ -188,6 +187,16 @@ def tfidf_baseline(train_texts: Sequence[str], train_labels: Sequence[Hashable],
                         cv_accuracy={C: float(m) for C, m in zip(C_GRID, mean)}, accuracy=accuracy,
                         balanced_accuracy=balanced, seconds=time.perf_counter() - start, n_train=len(train),
                         folds=folds)
+
+
+def _fold_scores(fit_texts: list[str], fit_labels: np.ndarray, held_texts: list[str],
+                 held_labels: np.ndarray) -> list[float]:
+    """One cross-validation fold: the vectorisers fitted on its training part, then each C's held-out accuracy."""
+    TfidfVectorizer, LogisticRegression, _, sparse = _sklearn()
+    x_fit, transform = _features(TfidfVectorizer, sparse, fit_texts)
+    x_held = transform(held_texts)
+    return [float(np.mean(LogisticRegression(C=C, max_iter=MAX_ITER).fit(x_fit, fit_labels).predict(x_held)
+                          == held_labels)) for C in C_GRID]
 
 
 def _as_array(labels: list) -> np.ndarray:
