@@ -66,9 +66,11 @@ def markdown_report(
     """The run report as Markdown: settings, test metrics, plots, skipped files."""
     lines = [f"# {title}", ""]
     lines += [f"- **{key}**: {value}" for key, value in summary.items()]
+    split = (metrics or {}).get("split", "test")  # "val" where the data has no test split
+    heading = "## Test metrics" if split == "test" else "## Validation metrics (no test split)"
     if metrics and metrics.get("n") and metrics.get("multi_label"):
-        lines += ["", "## Test metrics", "",
-                  f"Exact match (every label of an image right) **{metrics['accuracy']:.2%}** on {metrics['n']} test "
+        lines += ["", heading, "",
+                  f"Exact match (every label of an image right) **{metrics['accuracy']:.2%}** on {metrics['n']} {split} "
                   f"{examples}; label accuracy {metrics['label_accuracy']:.2%}, micro F1 {metrics['micro_f1']:.3f}, "
                   f"macro F1 {metrics['macro_f1']:.3f}. Each label is predicted when its probability reaches its "
                   "threshold (chosen on the validation split).", "",
@@ -77,8 +79,8 @@ def markdown_report(
             lines.append(f"| {name} | {m['threshold']:g} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
                          f"{m['support']} |")
     elif metrics and metrics.get("n"):
-        lines += ["", "## Test metrics", "",
-                  f"Accuracy **{metrics['accuracy']:.2%}** on {metrics['n']} test {examples} "
+        lines += ["", heading, "",
+                  f"Accuracy **{metrics['accuracy']:.2%}** on {metrics['n']} {split} {examples} "
                   f"(balanced accuracy {metrics['balanced_accuracy']:.2%}, macro F1 {metrics['macro_f1']:.3f}).", "",
                   "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         for name, m in metrics["per_class"].items():
@@ -95,7 +97,8 @@ def markdown_report(
         if len(skipped) > 200:
             lines.append(f"- ... and {len(skipped) - 200} more (see skipped.csv)")
     else:
-        lines.append("None: every image file was readable.")
+        lines.append("None: every image file was readable." if examples == "images" else
+                     f"None: every {examples.rstrip('s')} was readable.")
     return "\n".join(lines) + "\n"
 
 

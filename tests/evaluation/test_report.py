@@ -92,3 +92,10 @@ def test_plot_confusion_with_many_long_class_names(tmp_path):
     matrix = np.random.default_rng(0).integers(0, 20, (12, 12))
     plot_confusion(matrix, names, tmp_path / "confusion.png", title="Confusion matrix (val)")
     assert_png(tmp_path / "confusion.png")
+
+
+def test_markdown_report_names_the_split_it_scored_and_the_kind_of_example(metrics):
+    text = markdown_report(title="t", summary={}, metrics={**metrics, "split": "val"}, skipped=[], examples="texts")
+    assert "## Validation metrics (no test split)" in text and "## Test metrics" not in text
+    assert "on 6 val texts (balanced accuracy" in text
+    assert "None: every text was readable." in text
